@@ -1,0 +1,89 @@
+/**
+ * Who may be served: `--allow` and `--deny` address blocks.
+ *
+ * CIDR matching is `node:net`'s BlockList (shipped with Deno), which also
+ * matches IPv4-mapped IPv6 peers (`::ffff:127.0.0.1`) against IPv4 blocks.
+ *
+ * @module
+ */
+
+import { BlockList, isIP } from "node:net";
+
+/** A parsed address block. */
+export interface Cidr {
+  /** The network address. */
+  address: string;
+  /** Prefix length in bits. */
+  prefix: number;
+  /** Address family. */
+  family: "ipv4" | "ipv6";
+}
+
+/**
+ * Parses `ADDRESS` or `ADDRESS/PREFIX`, IPv4 or IPv6. A bare address is a
+ * block of one. Returns `undefined` for anything else.
+ *
+ * @example
+ * ```ts
+ * import { parseCidr } from "./access.ts";
+ * parseCidr("10.0.0.0/8"); // { address: "10.0.0.0", prefix: 8, family: "ipv4" }
+ * parseCidr("10.0.0.0/33"); // undefined
+ * ```
+ */
+export function parseCidr(text: string): Cidr | undefined {
+  const match = /^([^/]+?)(?:\/(\d{1,3}))?$/.exec(text.trim());
+  if (!match) return undefined;
+  const version = isIP(match[1]);
+  if (version === 0) return undefined;
+  const bits = version === 4 ? 32 : 128;
+  const prefix = match[2] === undefined ? bits : Number(match[2]);
+  if (prefix > bits) return undefined;
+  return { address: match[1], prefix, family: version === 4 ? "ipv4" : "ipv6" };
+}
+
+/**
+ * Decides whether a client address may be served. Deny wins; when any
+ * allow block is given, everything outside the allow blocks is denied.
+ *
+ * @example
+ * ```ts
+ * import { AccessList } from "./access.ts";
+ * const access = new AccessList({ allow: ["127.0.0.0/8"], deny: ["127.0.0.2"] });
+ * access.permits("127.0.0.1"); // true
+ * access.permits("127.0.0.2"); // false
+ * access.permits("::1"); // false
+ * ```
+ */
+export class AccessList {
+  readonly #allow?: BlockList;
+  readonly #deny?: BlockList;
+
+  /** Builds the list; throws `TypeError` on text that is not a CIDR block. */
+  constructor(options: { allow?: string[]; deny?: string[] } = {}) {
+    this.#allow = blockList(options.allow);
+    this.#deny = blockList(options.deny);
+  }
+
+  /** True when neither list was given: everyone is served. */
+  get open(): boolean {
+    return this.#allow === undefined && this.#deny === undefined;
+  }
+
+  /** Whether a client at this address may be served. */
+  permits(address: string): boolean {
+    const family = isIP(address) === 6 ? "ipv6" : "ipv4";
+    if (this.#deny?.check(address, family)) return false;
+    return this.#allow === undefined || this.#allow.check(address, family);
+  }
+}
+
+function blockList(texts: string[] | undefined): BlockList | undefined {
+  if (!texts?.length) return undefined;
+  const list = new BlockList();
+  for (const text of texts) {
+    const cidr = parseCidr(text);
+    if (!cidr) throw new TypeError(`not an address or CIDR block: ${text}`);
+    list.addSubnet(cidr.address, cidr.prefix, cidr.family);
+  }
+  return list;
+}

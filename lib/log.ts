@@ -1,0 +1,55 @@
+/**
+ * Logging: LogTape records to stderr, as text or one JSON object per line.
+ * stdout is kept for the `Serving ...` lines alone.
+ *
+ * @module
+ */
+
+import {
+  configureSync,
+  getJsonLinesFormatter,
+  getTextFormatter,
+  type LogLevel,
+  type LogRecord,
+  resetSync,
+} from "@logtape/logtape";
+import type { LogFormat, LogLevelName } from "./options.ts";
+
+/** How to log. */
+export interface LogOptions {
+  /** Lowest level written. @default {"info"} */
+  level?: LogLevelName;
+  /** `text` for people, `json` for log collectors. @default {"text"} */
+  format?: LogFormat;
+}
+
+/**
+ * Sends the `poetry` loggers to stderr. Call once, before serving.
+ *
+ * @example
+ * ```ts
+ * import { setupLogging } from "./log.ts";
+ * setupLogging({ level: "warning", format: "json" });
+ * ```
+ */
+export function setupLogging(options: LogOptions = {}): void {
+  const format = options.format === "json"
+    ? getJsonLinesFormatter({ message: "rendered", properties: "flatten" })
+    : getTextFormatter({ timestamp: "date-time-tz", category: ".", value: "bare" });
+  const encoder = new TextEncoder();
+  // A synchronous sink: a record is on stderr before the next line of code
+  // runs, nothing is lost at exit, and no queue grows when stderr is slow.
+  const stderr = (record: LogRecord) => writeAllSync(encoder.encode(format(record)));
+  resetSync();
+  configureSync({
+    sinks: { stderr },
+    loggers: [
+      { category: ["poetry"], lowestLevel: options.level ?? "info" as LogLevel, sinks: ["stderr"] },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
+    ],
+  });
+}
+
+function writeAllSync(bytes: Uint8Array): void {
+  for (let at = 0; at < bytes.length;) at += Deno.stderr.writeSync(bytes.subarray(at));
+}

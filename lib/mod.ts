@@ -1,0 +1,25 @@
+/**
+ * poetry: serve poems over TCP, fast or slow, as a library.
+ *
+ * ```ts
+ * import { serve } from "./mod.ts";
+ * const server = await serve(["poems/"], { iface: "127.0.0.1", port: 0 });
+ * console.log(server.listeners.map((l) => l.addr.port));
+ * await server.shutdown();
+ * ```
+ *
+ * @module
+ */
+
+export { AccessList, parseCidr } from "./access.ts";
+export { fetchPoem, parseAddress, type PoemAddress } from "./client.ts";
+export { EXIT_RUNTIME, EXIT_USAGE, StartupError, UsageError } from "./errors.ts";
+export { ConnectionGate, formatAddress, PoemListener, type TransferCounts } from "./listener.ts";
+export { type LogOptions, setupLogging } from "./log.ts";
+export { type CommandLine, parseCommandLine, USAGE } from "./options.ts";
+export { leastDuration, type Pace, PaceWheel, writesNeeded } from "./pace.ts";
+export { loadPoems, Poem, type PoemContent, STREAM_THRESHOLD } from "./poem.ts";
+export { type Outcome, PoemSender, type SendResult } from "./sender.ts";
+export { PoetryServer, serve, type ServeOptions, type ShutdownSummary } from "./server.ts";
+export { runAsService, type ServiceOptions } from "./service.ts";
+export { VERSION } from "./version.ts";

@@ -1,0 +1,242 @@
+/**
+ * The command line: turns `Deno.args` into typed options, or a
+ * {@linkcode UsageError} that says what is wrong and what to do.
+ *
+ * @module
+ */
+
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { UsageError } from "./errors.ts";
+import { parseCidr } from "./access.ts";
+import type { ServeOptions } from "./server.ts";
+
+/** Log levels a user may choose, quietest last. */
+export const LOG_LEVELS = ["debug", "info", "warning", "error"] as const;
+/** A log level a user may choose. */
+export type LogLevelName = typeof LOG_LEVELS[number];
+/** How log records are written to stderr. */
+export type LogFormat = "text" | "json";
+
+/** Everything the command line asks for. */
+export interface CommandLine {
+  /** The POEM arguments as given: files or directories. */
+  poems: string[];
+  /** Options for the listeners and senders. */
+  serve: ServeOptions;
+  /** Lowest level that is logged. @default {"info"} */
+  logLevel: LogLevelName;
+  /** Log record format. @default {"text"} */
+  logFormat: LogFormat;
+  /** Re-read a poem when its file changes. @default {false} */
+  watch: boolean;
+  /** `--help` was given: print usage and exit. */
+  help: boolean;
+  /** `--version` was given: print the version and exit. */
+  version: boolean;
+}
+
+/** Usage text for `--help`. */
+export const USAGE = `poetry: serve poems over TCP, fast or slow.
+
+Usage:
+  poetry [options] POEM...
+
+  POEM is a file, or a directory (every regular file in it, by name).
+  Each poem gets its own listener: the first on --port, the next on
+  --port + 1, and so on. A client connects, gets the poem, and is closed.
+
+Options:
+  --port N              port of the first listener (default: 0, any free port)
+  --iface HOST          address to listen on (default: localhost)
+  --num-bytes N         slow mode: bytes per write (default: 10)
+  --delay SECONDS       slow mode: pause between writes; 0 is fast mode
+                        (default: 0)
+  --max-connections N   accept at most N clients at once (default: no limit)
+  --write-timeout SECS  drop a client that takes no bytes for this long;
+                        0 disables (default: 30)
+  --drain-timeout SECS  on SIGINT/SIGTERM, let transfers finish this long
+                        (default: 10)
+  --allow CIDR          serve only these clients (repeatable)
+  --deny CIDR           never serve these clients (repeatable; wins over --allow)
+  --watch               re-read a poem when its file changes (SIGHUP always does)
+  --log-level LEVEL     debug, info, warning or error (default: info)
+  --log-format FORMAT   text or json, one record per line (default: text)
+  -h, --help            show this help
+  -V, --version         show the version
+
+Examples:
+  poetry poems/                                 every poem, fast, any free ports
+  poetry --port 10000 poems/                    ports 10000, 10001, ...
+  poetry --port 10000 --num-bytes 30 --delay 0.5 poems/ode-to-the-socket.txt
+  poetry --iface ::1 --port 10000 poems/
+
+Exit codes: 0 ok, 1 failure at run time (port in use, ...), 2 bad input.
+`;
+
+const config = {
+  allowPositionals: true,
+  strict: true,
+  options: {
+    port: { type: "string" },
+    iface: { type: "string" },
+    "num-bytes": { type: "string" },
+    delay: { type: "string" },
+    "max-connections": { type: "string" },
+    "write-timeout": { type: "string" },
+    "drain-timeout": { type: "string" },
+    allow: { type: "string", multiple: true },
+    deny: { type: "string", multiple: true },
+    watch: { type: "boolean" },
+    "log-level": { type: "string" },
+    "log-format": { type: "string" },
+    help: { type: "boolean", short: "h" },
+    version: { type: "boolean", short: "V" },
+  },
+} satisfies ParseArgsConfig;
+
+const HELP_HINT = "run with --help to see the options";
+
+/**
+ * Parses a command line.
+ *
+ * @example
+ * ```ts
+ * import { parseCommandLine } from "./options.ts";
+ * const cli = parseCommandLine(["--port", "10000", "poems/"]);
+ * console.log(cli.serve.port); // 10000
+ * ```
+ * @throws {UsageError} on anything that is not a valid command line.
+ */
+export function parseCommandLine(args: string[]): CommandLine {
+  let parsed;
+  try {
+    parsed = parseArgs({ ...config, args: joinDashValues(args) });
+  } catch (err) {
+    throw toUsageError(err);
+  }
+  const { values, positionals } = parsed;
+  const cli: CommandLine = {
+    poems: positionals,
+    serve: {},
+    logLevel: oneOf("--log-level", values["log-level"], LOG_LEVELS, "info"),
+    logFormat: oneOf("--log-format", values["log-format"], ["text", "json"], "text"),
+    watch: values.watch ?? false,
+    help: values.help ?? false,
+    version: values.version ?? false,
+  };
+  if (cli.help || cli.version) return cli;
+  if (positionals.length === 0) {
+    throw new UsageError(
+      "no poem given",
+      "name a poem file or directory, e.g. poetry poems/",
+    );
+  }
+  const serve = cli.serve;
+  serve.port = integer("--port", values.port, 0, 65535);
+  if (values.iface !== undefined) {
+    if (values.iface.trim() === "") {
+      throw new UsageError("--iface is empty", "use e.g. --iface 127.0.0.1");
+    }
+    serve.iface = values.iface;
+  }
+  const delay = seconds("--delay", values.delay);
+  const numBytes = integer("--num-bytes", values["num-bytes"], 1, 2 ** 30);
+  if (delay !== undefined || numBytes !== undefined) {
+    serve.pace = { numBytes: numBytes ?? 10, delay: delay ?? 0 };
+  }
+  serve.maxConnections = integer("--max-connections", values["max-connections"], 1, 2 ** 31);
+  serve.writeTimeout = seconds("--write-timeout", values["write-timeout"]);
+  serve.drainTimeout = seconds("--drain-timeout", values["drain-timeout"]);
+  serve.allow = cidrs("--allow", values.allow);
+  serve.deny = cidrs("--deny", values.deny);
+  return cli;
+}
+
+// parseArgs calls `--port -5` ambiguous; joined as `--port=-5` it reaches
+// our own check, which can say what is wrong with the value.
+function joinDashValues(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const name = args[i].slice(2) as keyof typeof config.options;
+    const takesValue = args[i].startsWith("--") &&
+      config.options[name]?.type === "string";
+    if (takesValue && i + 1 < args.length && args[i + 1].startsWith("-")) {
+      out.push(`${args[i]}=${args[++i]}`);
+    } else {
+      out.push(args[i]);
+    }
+  }
+  return out;
+}
+
+function toUsageError(err: unknown): UsageError {
+  const { code, message } = err as { code?: string; message: string };
+  const option = message.match(/'(-[^' ]+)/)?.[1] ?? "";
+  switch (code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
+      return new UsageError(`unknown option ${option}`, HELP_HINT);
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+      return message.includes("does not take an argument")
+        ? new UsageError(`${option} does not take a value`, HELP_HINT)
+        : new UsageError(`${option} needs a value`, HELP_HINT);
+    default:
+      return new UsageError(message.split("\n")[0], HELP_HINT);
+  }
+}
+
+function integer(
+  name: string,
+  text: string | undefined,
+  min: number,
+  max: number,
+): number | undefined {
+  if (text === undefined) return undefined;
+  const value = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!(value >= min && value <= max)) {
+    throw new UsageError(
+      `${name} must be a whole number from ${min} to ${max}, got '${text}'`,
+      HELP_HINT,
+    );
+  }
+  return value;
+}
+
+function seconds(name: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const value = /^(\d+\.?\d*|\.\d+)$/.test(text) ? Number(text) : NaN;
+  if (!Number.isFinite(value) || value > 86_400) {
+    throw new UsageError(
+      `${name} must be a number of seconds from 0 to 86400, got '${text}'`,
+      `use e.g. ${name} 0.5`,
+    );
+  }
+  return value;
+}
+
+function oneOf<T extends string>(
+  name: string,
+  text: string | undefined,
+  choices: readonly T[],
+  fallback: T,
+): T {
+  if (text === undefined) return fallback;
+  if (!choices.includes(text as T)) {
+    throw new UsageError(
+      `${name} must be one of ${choices.join(", ")}, got '${text}'`,
+    );
+  }
+  return text as T;
+}
+
+function cidrs(name: string, texts: string[] | undefined): string[] | undefined {
+  if (texts === undefined) return undefined;
+  for (const text of texts) {
+    if (parseCidr(text) === undefined) {
+      throw new UsageError(
+        `${name} needs an address or CIDR block, got '${text}'`,
+        `use e.g. ${name} 127.0.0.0/8 or ${name} ::1/128`,
+      );
+    }
+  }
+  return texts;
+}

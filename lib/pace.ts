@@ -1,0 +1,140 @@
+/**
+ * Slow mode: the pace (`--num-bytes`, `--delay`) and the one scheduler that
+ * paces every slow client.
+ *
+ * @module
+ */
+
+/** How a slow poem is sent: `numBytes` bytes, then a pause of `delay` seconds. */
+export interface Pace {
+  /** Bytes per write. @default {10} */
+  numBytes: number;
+  /** Seconds between writes; 0 means fast mode. @default {0} */
+  delay: number;
+}
+
+/** Something the wheel calls once per delay: a paced sender. */
+export interface PacedTask {
+  /** Called once per delay, starting one delay after it was scheduled. */
+  onTick(): void;
+}
+
+/**
+ * How many writes a poem of `size` bytes takes at this pace.
+ *
+ * @example
+ * ```ts
+ * import { writesNeeded } from "./pace.ts";
+ * writesNeeded(25, { numBytes: 10, delay: 0.1 }); // 3
+ * ```
+ */
+export function writesNeeded(size: number, pace: Pace): number {
+  return Math.ceil(size / pace.numBytes);
+}
+
+/**
+ * The least time a poem of `size` bytes takes at this pace, in seconds: the
+ * first write goes at once, each later one after a delay.
+ *
+ * @example
+ * ```ts
+ * import { leastDuration } from "./pace.ts";
+ * leastDuration(25, { numBytes: 10, delay: 0.1 }); // 0.2
+ * ```
+ */
+export function leastDuration(size: number, pace: Pace): number {
+  return Math.max(0, writesNeeded(size, pace) - 1) * pace.delay;
+}
+
+/**
+ * A hashed timer wheel: one timer for all paced clients instead of one per
+ * client. The delay is cut into slots of about `resolutionMs`; a task sits in
+ * one slot and is called each time the wheel passes that slot, i.e. once per
+ * delay, for as long as it stays scheduled. A late timer catches up on the
+ * slots it missed, so the rate per client holds while the CPU keeps up.
+ *
+ * @example
+ * ```ts
+ * import { PaceWheel } from "./pace.ts";
+ * const wheel = new PaceWheel(0.1);
+ * let ticks = 0;
+ * const task = { onTick: () => { if (++ticks === 3) wheel.cancel(task); } };
+ * wheel.schedule(task);
+ * ```
+ */
+export class PaceWheel {
+  readonly #slotMs: number;
+  readonly #slots: Set<PacedTask>[];
+  /** The absolute slot each task was added in. */
+  readonly #added = new Map<PacedTask, number>();
+  readonly #origin = performance.now();
+  /** Absolute number of the last slot processed. */
+  #done: number;
+  #timer?: ReturnType<typeof setTimeout>;
+
+  /** A wheel for `delay` seconds, with slots of about `resolutionMs`. */
+  constructor(delay: number, resolutionMs = 10) {
+    const delayMs = Math.max(1, delay * 1000);
+    // At most 1000 slots: a long delay gets coarser slots, not a huge array.
+    const count = Math.min(1000, Math.max(1, Math.round(delayMs / resolutionMs)));
+    this.#slotMs = delayMs / count;
+    this.#slots = Array.from({ length: count }, () => new Set());
+    this.#done = this.#now();
+  }
+
+  /** Number of tasks scheduled. */
+  get size(): number {
+    return this.#added.size;
+  }
+
+  /** Calls `task.onTick()` once per delay, first one delay from now. */
+  schedule(task: PacedTask): void {
+    this.cancel(task);
+    const slot = this.#now();
+    this.#added.set(task, slot);
+    this.#slots[slot % this.#slots.length].add(task);
+    if (this.#timer === undefined) this.#arm();
+  }
+
+  /** Stops calling `task`; it may be scheduled again later. */
+  cancel(task: PacedTask): void {
+    const slot = this.#added.get(task);
+    if (slot === undefined) return;
+    this.#added.delete(task);
+    this.#slots[slot % this.#slots.length].delete(task);
+  }
+
+  /** Cancels every task and stops the timer. */
+  clear(): void {
+    for (const set of this.#slots) set.clear();
+    this.#added.clear();
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  #now(): number {
+    return Math.floor((performance.now() - this.#origin) / this.#slotMs);
+  }
+
+  #arm(): void {
+    const nextStart = (this.#done + 1) * this.#slotMs + this.#origin;
+    const wait = Math.max(0, nextStart - performance.now());
+    this.#timer = setTimeout(this.#tick, wait);
+  }
+
+  #tick = (): void => {
+    this.#timer = undefined;
+    const now = this.#now();
+    // After a stall of more than a whole turn, each slot runs once, not once
+    // per turn missed: a paced client gets one write per tick at most.
+    const from = Math.max(this.#done + 1, now - this.#slots.length + 1);
+    for (let slot = from; slot <= now; slot++) {
+      for (const task of this.#slots[slot % this.#slots.length]) {
+        // A task added while its own slot is due waits a full turn.
+        if (this.#added.get(task)! < slot) task.onTick();
+      }
+    }
+    this.#done = now;
+    if (this.#added.size > 0) this.#arm();
+  };
+}

@@ -1,0 +1,224 @@
+/**
+ * A poetry server: one listener per poem, sharing a pace, a connection cap
+ * and an access list; reload, graceful shutdown.
+ *
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { AccessList } from "./access.ts";
+import { StartupError, UsageError } from "./errors.ts";
+import { ConnectionGate, formatAddress, PoemListener, type TransferCounts } from "./listener.ts";
+import { type Pace, PaceWheel } from "./pace.ts";
+import { loadPoems, type Poem } from "./poem.ts";
+
+const log = getLogger(["poetry", "server"]);
+
+/** Options for {@linkcode serve}; the command line sets the same ones. */
+export interface ServeOptions {
+  /** Port of the first listener; the next poems get port + 1, + 2, ... 0 picks free ports. @default {0} */
+  port?: number;
+  /** Address to listen on. @default {"localhost"} */
+  iface?: string;
+  /** Slow mode; fast mode when absent or when `delay` is 0. */
+  pace?: Pace;
+  /** Most connections open at once, over all listeners. @default {undefined} no cap */
+  maxConnections?: number;
+  /** Seconds a client may take no bytes before it is dropped; 0 disables. @default {30} */
+  writeTimeout?: number;
+  /** Seconds {@linkcode PoetryServer.shutdown} lets transfers finish. @default {10} */
+  drainTimeout?: number;
+  /** Address blocks that may be served; with any given, all others are denied. */
+  allow?: string[];
+  /** Address blocks never served; wins over `allow`. */
+  deny?: string[];
+  /** Called as each listener starts listening. */
+  onListen?: (listener: PoemListener) => void;
+}
+
+/** What a shutdown did. */
+export interface ShutdownSummary extends TransferCounts {
+  /** Whether the drain timeout ran out with transfers still going. */
+  timedOut: boolean;
+}
+
+/**
+ * Loads the poems and starts one listener per poem.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "./server.ts";
+ * const server = await serve(["poems/"], { port: 0, iface: "127.0.0.1" });
+ * for (const l of server.listeners) console.log(l.poem.path, l.addr.port);
+ * await server.shutdown();
+ * ```
+ * @throws {UsageError} for poems that cannot be read or bad options.
+ * @throws {StartupError} when a listener cannot start (port in use, ...).
+ */
+export async function serve(poemArgs: string[], options: ServeOptions = {}): Promise<PoetryServer> {
+  return PoetryServer.start(await loadPoems(poemArgs), options);
+}
+
+/** A running server; see {@linkcode serve}. */
+export class PoetryServer {
+  /** One listener per poem, in the order the poems were given. */
+  readonly listeners: readonly PoemListener[];
+  readonly #serving: Promise<void>[];
+  readonly #wheel?: PaceWheel;
+  readonly #drainTimeout: number;
+  #shutdown?: Promise<ShutdownSummary>;
+
+  private constructor(
+    listeners: PoemListener[],
+    wheel: PaceWheel | undefined,
+    drainTimeout: number,
+  ) {
+    this.listeners = listeners;
+    this.#wheel = wheel;
+    this.#drainTimeout = drainTimeout;
+    this.#serving = listeners.map((l) => l.serve());
+  }
+
+  /**
+   * Starts a listener for each loaded poem.
+   * @throws {StartupError} when a listener cannot start; those started are closed.
+   */
+  static start(poems: Poem[], options: ServeOptions = {}): PoetryServer {
+    const iface = options.iface ?? "localhost";
+    const firstPort = options.port ?? 0;
+    if (firstPort > 0 && firstPort + poems.length - 1 > 65535) {
+      throw new UsageError(
+        `--port ${firstPort} leaves no room for ${poems.length} poems (ports end at 65535)`,
+        "choose a lower --port",
+      );
+    }
+    const wheel = options.pace && options.pace.delay > 0
+      ? new PaceWheel(options.pace.delay)
+      : undefined;
+    const shared = {
+      wheel,
+      numBytes: options.pace?.numBytes,
+      access: options.allow || options.deny ? new AccessList(options) : undefined,
+      gate: options.maxConnections ? new ConnectionGate(options.maxConnections) : undefined,
+      writeTimeout: options.writeTimeout,
+    };
+    const sockets: Deno.Listener[] = [];
+    try {
+      for (const [i, poem] of poems.entries()) {
+        const port = firstPort === 0 ? 0 : firstPort + i;
+        sockets.push(listenOrExplain(iface, port, poem.path));
+      }
+    } catch (err) {
+      for (const socket of sockets) socket.close();
+      throw err;
+    }
+    const listeners = sockets.map((socket, i) => new PoemListener(socket, poems[i], shared));
+    for (const listener of listeners) {
+      log.info("Serving {poem} ({size} bytes) on {address}.", {
+        poem: listener.poem.path,
+        size: listener.poem.content.size,
+        address: formatAddress(listener.addr),
+      });
+      options.onListen?.(listener);
+    }
+    return new PoetryServer(listeners, wheel, options.drainTimeout ?? 10);
+  }
+
+  /**
+   * Re-reads every poem. A poem that cannot be read keeps its old bytes and
+   * the failure is logged; transfers in flight keep the bytes they started with.
+   * @returns how many poems changed and how many could not be read.
+   */
+  async reload(): Promise<{ changed: number; failed: number }> {
+    let changed = 0, failed = 0;
+    for (const { poem } of this.listeners) {
+      try {
+        if (await poem.reload()) {
+          changed++;
+          log.info("Reloaded {poem}: now {size} bytes.", {
+            poem: poem.path,
+            size: poem.content.size,
+          });
+        }
+      } catch (err) {
+        failed++;
+        log.error("Could not reload {poem}, keeping the old version: {error}", {
+          poem: poem.path,
+          error: err instanceof Error ? err.message : String(err),
+        });
+      }
+    }
+    return { changed, failed };
+  }
+
+  /**
+   * Stops accepting at once, lets transfers in flight finish for up to
+   * `drainTimeout` seconds, then closes what remains. Safe to call twice.
+   */
+  shutdown(drainTimeout: number = this.#drainTimeout): Promise<ShutdownSummary> {
+    this.#shutdown ??= this.#drain(drainTimeout);
+    return this.#shutdown;
+  }
+
+  async #drain(drainTimeout: number): Promise<ShutdownSummary> {
+    const inFlight = this.listeners.reduce((n, l) => n + l.activeCount, 0);
+    for (const listener of this.listeners) listener.close();
+    log.info("Stopped accepting; draining {inFlight} transfers for up to {seconds} s.", {
+      inFlight,
+      seconds: drainTimeout,
+    });
+    const started = performance.now();
+    await Promise.all(this.listeners.map((l) => l.drain(drainTimeout)));
+    await Promise.all(this.#serving);
+    this.#wheel?.clear();
+    const summary: ShutdownSummary = { served: 0, cutShort: 0, denied: 0, timedOut: false };
+    for (const { counts } of this.listeners) {
+      summary.served += counts.served;
+      summary.cutShort += counts.cutShort;
+      summary.denied += counts.denied;
+    }
+    summary.timedOut = performance.now() - started >= drainTimeout * 1000;
+    log.info("Shut down: {served} served, {cutShort} cut short, {denied} denied.", { ...summary });
+    return summary;
+  }
+}
+
+function listenOrExplain(hostname: string, port: number, poem: string): Deno.Listener {
+  const where = `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+  try {
+    return Deno.listen({ hostname, port, transport: "tcp" });
+  } catch (err) {
+    if (err instanceof Deno.errors.AddrInUse) {
+      throw new StartupError(
+        `cannot serve ${poem}: ${where} is already in use`,
+        "stop the other server, or choose another --port (0 picks a free one)",
+      );
+    }
+    if (err instanceof Deno.errors.AddrNotAvailable) {
+      throw new StartupError(
+        `cannot listen on ${hostname}: not an address of this machine`,
+        "use one of this machine's addresses, e.g. --iface 127.0.0.1",
+      );
+    }
+    if (err instanceof Deno.errors.NotCapable) {
+      throw new UsageError(
+        `no permission to listen on ${where}`,
+        `run again with --allow-net (or --allow-net=${hostname})`,
+      );
+    }
+    if (err instanceof Deno.errors.PermissionDenied) {
+      throw new StartupError(
+        `not allowed to listen on ${where}`,
+        "ports below 1024 need privileges; choose a higher --port",
+      );
+    }
+    const message = err instanceof Error ? err.message : String(err);
+    if (/lookup|resolve|name or service|nodename|no such host/i.test(message)) {
+      throw new StartupError(
+        `cannot resolve --iface ${hostname}: ${message}`,
+        "use an IP address or a name this machine can resolve, e.g. localhost",
+      );
+    }
+    throw new StartupError(`cannot listen on ${where}: ${message}`);
+  }
+}

@@ -1,0 +1,51 @@
+/**
+ * The `poetry` command: parses the command line and wires the library
+ * together. All behaviour lives in lib/.
+ *
+ * @module
+ */
+
+import {
+  formatAddress,
+  parseCommandLine,
+  runAsService,
+  serve,
+  setupLogging,
+  USAGE,
+  VERSION,
+} from "./lib/mod.ts";
+
+async function main(args: string[]): Promise<number> {
+  const cli = parseCommandLine(args);
+  if (cli.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (cli.version) {
+    console.log(`poetry ${VERSION}`);
+    return 0;
+  }
+  setupLogging({ level: cli.logLevel, format: cli.logFormat });
+  const server = await serve(cli.poems, {
+    ...cli.serve,
+    onListen: (l) => console.log(`Serving ${l.poem.path} on ${formatAddress(l.addr)}.`),
+  });
+  await runAsService(server, { watch: cli.watch });
+  return 0;
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (err) {
+    // Bad input and start-up failures are one or two plain lines, not a trace.
+    const { message, hint, exitCode } = err as {
+      message?: string;
+      hint?: string;
+      exitCode?: number;
+    };
+    console.error(`error: ${message ?? err}`);
+    if (hint) console.error(`  ${hint}`);
+    Deno.exit(exitCode ?? 1);
+  }
+}
