@@ -26,7 +26,7 @@ export interface PoemAddress {
  * @throws {TypeError} for anything else.
  */
 export function parseAddress(text: string): PoemAddress {
-  const match = /^(?:\[([^\]]+)\]:|([^:]+):)?(\d{1,5})$/.exec(text);
+  const match = /^(?:\[([^\]\s]+)\]:|([^:\s]+):)?(\d{1,5})$/.exec(text);
   const port = Number(match?.[3]);
   if (!match || port < 1 || port > 65535) {
     throw new TypeError(`not an address: '${text}' (use PORT, HOST:PORT or [IPV6]:PORT)`);

@@ -1,0 +1,294 @@
+/**
+ * Shared by the tests: start the real program as a subprocess, read its
+ * `Serving` lines, fetch from it over TCP, and make poem fixtures.
+ *
+ * Set `POETRY_SERVER` to run the same tests against another command, such
+ * as a compiled binary: `POETRY_SERVER=dist/poetry deno task test`.
+ *
+ * @module
+ */
+
+import { fetchPoem, type PoemAddress } from "../lib/client.ts";
+
+/** The repository root; servers run with it as their working directory. */
+export const ROOT: string = new URL("..", import.meta.url).pathname.replace(/^\/([A-Za-z]:)/, "$1");
+
+/** Whether the tests run against a command named by `POETRY_SERVER`. */
+export const CUSTOM_SERVER: boolean = Boolean(Deno.env.get("POETRY_SERVER"));
+
+/** The command that starts the server under test, before its arguments. */
+export function serverCommand(): string[] {
+  const custom = Deno.env.get("POETRY_SERVER");
+  if (custom) return custom.trim().split(/\s+/);
+  return [Deno.execPath(), "run", "--allow-net", "--allow-read", "main.ts"];
+}
+
+/** A server started by {@linkcode startServer}. */
+export interface RunningServer {
+  /** The child process. */
+  process: Deno.ChildProcess;
+  /** Addresses from the `Serving` lines, in order. */
+  addresses: PoemAddress[];
+  /** The `Serving` lines as printed. */
+  lines: string[];
+  /** Everything on stdout after the `Serving` lines, once the process has ended. */
+  restOfStdout(): Promise<string>;
+  /** Everything on stderr so far. */
+  stderr(): string;
+  /** Waits until stderr matches, up to `timeoutMs`. */
+  waitForStderr(pattern: RegExp, timeoutMs?: number): Promise<string>;
+  /** Sends a signal (default SIGTERM) and waits for the exit. */
+  stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
+}
+
+/** Options for {@linkcode startServer}. */
+export interface StartOptions {
+  /** How many `Serving` lines to wait for. @default {1} */
+  listeners?: number;
+  /** Put before the server command, e.g. `["sh", "-c", "ulimit -n 64; exec \"$0\" \"$@\""]`. */
+  wrapper?: string[];
+  /** Extra environment. */
+  env?: Record<string, string>;
+}
+
+/**
+ * Starts the server with `args` and waits for its `Serving` lines.
+ * Stderr is drained all along, so a chatty server never blocks on a full pipe.
+ */
+export async function startServer(
+  args: string[],
+  options: StartOptions = {},
+): Promise<RunningServer> {
+  const [cmd, ...rest] = [...(options.wrapper ?? []), ...serverCommand(), ...args];
+  const process = new Deno.Command(cmd, {
+    args: rest,
+    cwd: ROOT,
+    env: options.env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let stderrText = "";
+  const stderrDone = (async () => {
+    for await (const text of process.stderr.pipeThrough(new TextDecoderStream())) {
+      stderrText += text;
+    }
+  })();
+  const lines = process.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(new LineSplitter());
+  const reader = lines.getReader();
+  const serving: string[] = [];
+  const timeout = setTimeout(() => process.kill("SIGKILL"), 15_000);
+  while (serving.length < (options.listeners ?? 1)) {
+    const { value, done } = await reader.read();
+    if (done) {
+      clearTimeout(timeout);
+      await process.status;
+      await stderrDone;
+      throw new Error(`server exited before listening:\n${stderrText}`);
+    }
+    serving.push(value);
+  }
+  clearTimeout(timeout);
+  const restOfStdout = (async () => {
+    let text = "";
+    for (let r = await reader.read(); !r.done; r = await reader.read()) text += r.value + "\n";
+    return text;
+  })();
+  let stopped: Promise<Deno.CommandStatus> | undefined;
+  return {
+    process,
+    lines: serving,
+    addresses: serving.map(parseServingLine),
+    restOfStdout: () => restOfStdout,
+    stderr: () => stderrText,
+    async waitForStderr(pattern, timeoutMs = 5000) {
+      const deadline = Date.now() + timeoutMs;
+      while (!pattern.test(stderrText)) {
+        if (Date.now() > deadline) {
+          throw new Error(`stderr never matched ${pattern}:\n${stderrText}`);
+        }
+        await delay(20);
+      }
+      return stderrText;
+    },
+    stop(signal: Deno.Signal = "SIGTERM") {
+      stopped ??= (async () => {
+        try {
+          process.kill(signal);
+        } catch {
+          // Exited already.
+        }
+        const status = await process.status;
+        await stderrDone;
+        await restOfStdout;
+        return status;
+      })();
+      return stopped;
+    },
+  };
+}
+
+/** Runs the server to completion (for bad input) and collects its output. */
+export async function runServer(
+  args: string[],
+  options: { wrapper?: string[]; command?: string[]; timeoutMs?: number } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const [cmd, ...rest] = [
+    ...(options.wrapper ?? []),
+    ...(options.command ?? serverCommand()),
+    ...args,
+  ];
+  const process = new Deno.Command(cmd, {
+    args: rest,
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timeout = setTimeout(() => process.kill("SIGKILL"), options.timeoutMs ?? 15_000);
+  const { code, stdout, stderr } = await process.output();
+  clearTimeout(timeout);
+  const decoder = new TextDecoder();
+  return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
+}
+
+/** `Serving poems/x.txt on [::1]:10001.` → `{ hostname: "::1", port: 10001 }`. */
+export function parseServingLine(line: string): PoemAddress {
+  const match = /^Serving .+ on (?:\[([^\]]+)\]|([^:\s]+)):(\d+)\.$/.exec(line);
+  if (!match) throw new Error(`not a Serving line: ${JSON.stringify(line)}`);
+  return { hostname: match[1] ?? match[2], port: Number(match[3]) };
+}
+
+/** Fetches a poem with the project's own client. */
+export function fetchBytes(address: PoemAddress): Promise<Uint8Array> {
+  return fetchPoem(address);
+}
+
+/**
+ * Connects and reads, recording when each chunk arrived (ms since connect).
+ * Stops after `maxBytes` if given, closing early like a client that leaves.
+ */
+export async function readTimed(
+  address: PoemAddress,
+  maxBytes = Infinity,
+): Promise<{ bytes: Uint8Array; arrivals: number[]; ms: number }> {
+  const conn = await Deno.connect({ ...address, transport: "tcp" });
+  const started = performance.now();
+  const parts: Uint8Array[] = [];
+  const arrivals: number[] = [];
+  const buffer = new Uint8Array(64 * 1024);
+  let total = 0;
+  try {
+    while (total < maxBytes) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      parts.push(buffer.slice(0, n));
+      arrivals.push(performance.now() - started);
+      total += n;
+    }
+  } finally {
+    conn.close();
+  }
+  return { bytes: concat(parts), arrivals, ms: performance.now() - started };
+}
+
+/** Joins byte arrays. */
+export function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+/** A temporary directory with the given files; removed by the returned cleanup. */
+export async function makePoems(
+  files: Record<string, string | Uint8Array>,
+): Promise<{ dir: string; path: (name: string) => string; cleanup: () => Promise<void> }> {
+  const dir = await Deno.makeTempDir({ prefix: "poetry-test-" });
+  for (const [name, content] of Object.entries(files)) {
+    const bytes = typeof content === "string" ? new TextEncoder().encode(content) : content;
+    await Deno.writeFile(`${dir}/${name}`, bytes);
+  }
+  return {
+    dir,
+    path: (name) => `${dir}/${name}`,
+    cleanup: () => Deno.remove(dir, { recursive: true }),
+  };
+}
+
+/** Deterministic pseudo-random bytes (xorshift32), so a failure can be reproduced. */
+export function seededBytes(length: number, seed = 0x9e3779b9): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+/** A port nobody listens on now, from the system. */
+export function freePort(hostname = "127.0.0.1"): number {
+  const listener = Deno.listen({ hostname, port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/** A run of `count` consecutive free ports, found by trying. */
+export function freePortRange(count: number): number {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const first = 20000 + Math.floor(Math.random() * 30000);
+    const held: Deno.Listener[] = [];
+    try {
+      for (let i = 0; i < count; i++) {
+        held.push(Deno.listen({ hostname: "127.0.0.1", port: first + i }));
+      }
+      return first;
+    } catch {
+      // Taken; try another run.
+    } finally {
+      for (const l of held) l.close();
+    }
+  }
+  throw new Error(`no ${count} consecutive free ports found`);
+}
+
+/** Whether this machine has an IPv6 loopback to listen on. */
+export function hasIpv6Loopback(): boolean {
+  try {
+    Deno.listen({ hostname: "::1", port: 0 }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Resolves after `ms` milliseconds. */
+export function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Splits a text stream into lines. */
+class LineSplitter extends TransformStream<string, string> {
+  constructor() {
+    let rest = "";
+    super({
+      transform(chunk, controller) {
+        const parts = (rest + chunk).split("\n");
+        rest = parts.pop()!;
+        for (const line of parts) controller.enqueue(line.replace(/\r$/, ""));
+      },
+      flush(controller) {
+        if (rest) controller.enqueue(rest);
+      },
+    });
+  }
+}

@@ -1,0 +1,100 @@
+import assert from "node:assert/strict";
+import { parseCommandLine } from "../lib/options.ts";
+import { UsageError } from "../lib/errors.ts";
+
+Deno.test("options: defaults are fast mode on any free port, info text logs", () => {
+  const cli = parseCommandLine(["poem.txt"]);
+  assert.deepEqual(cli.poems, ["poem.txt"]);
+  assert.equal(cli.serve.port, undefined);
+  assert.equal(cli.serve.pace, undefined);
+  assert.equal(cli.logLevel, "info");
+  assert.equal(cli.logFormat, "text");
+});
+
+Deno.test("options: every option is read, in either --opt value or --opt=value form", () => {
+  const cli = parseCommandLine([
+    "--port=10000",
+    "--iface",
+    "::1",
+    "--num-bytes",
+    "30",
+    "--delay",
+    ".25",
+    "--max-connections",
+    "5",
+    "--write-timeout",
+    "2",
+    "--drain-timeout=0",
+    "--allow",
+    "127.0.0.0/8",
+    "--allow",
+    "::1",
+    "--deny",
+    "127.0.0.2",
+    "--log-level",
+    "debug",
+    "--log-format",
+    "json",
+    "--watch",
+    "a.txt",
+    "dir/",
+  ]);
+  assert.deepEqual(cli.poems, ["a.txt", "dir/"]);
+  assert.deepEqual(cli.serve, {
+    port: 10000,
+    iface: "::1",
+    pace: { numBytes: 30, delay: 0.25 },
+    maxConnections: 5,
+    writeTimeout: 2,
+    drainTimeout: 0,
+    allow: ["127.0.0.0/8", "::1"],
+    deny: ["127.0.0.2"],
+  });
+  assert.equal(cli.logLevel, "debug");
+  assert.equal(cli.logFormat, "json");
+  assert.equal(cli.watch, true);
+});
+
+Deno.test("options: --delay alone means --num-bytes 10; --num-bytes alone stays fast", () => {
+  assert.deepEqual(parseCommandLine(["--delay", "0.5", "p"]).serve.pace, {
+    numBytes: 10,
+    delay: 0.5,
+  });
+  assert.deepEqual(parseCommandLine(["--num-bytes", "3", "p"]).serve.pace, {
+    numBytes: 3,
+    delay: 0,
+  });
+});
+
+Deno.test("options: --help and --version need no poem", () => {
+  assert.equal(parseCommandLine(["--help"]).help, true);
+  assert.equal(parseCommandLine(["-V"]).version, true);
+});
+
+Deno.test("options: bad values are usage errors naming the option and the value", () => {
+  const bad: [string[], RegExp][] = [
+    [[], /no poem given/],
+    [["--port", "65536", "p"], /--port .* got '65536'/],
+    [["--port", "1e3", "p"], /--port .* got '1e3'/],
+    [["--port", "-5", "p"], /--port .* got '-5'/],
+    [["--delay", "-0.1", "p"], /--delay .* got '-0.1'/],
+    [["--delay", "1.2.3", "p"], /--delay .* got '1.2.3'/],
+    [["--delay", "Infinity", "p"], /--delay/],
+    [["--num-bytes", "0", "p"], /--num-bytes .* got '0'/],
+    [["--num-bytes", "2.5", "p"], /--num-bytes .* got '2.5'/],
+    [["--max-connections", "0", "p"], /--max-connections/],
+    [["--log-format", "xml", "p"], /--log-format must be one of text, json/],
+    [["--deny", "300.1.1.1", "p"], /--deny needs an address or CIDR block/],
+    [["--iface", "", "p"], /--iface is empty/],
+    [["-x", "p"], /unknown option -x/],
+    [["--watch=yes", "p"], /--watch does not take a value/],
+  ];
+  for (const [args, message] of bad) {
+    assert.throws(() => parseCommandLine(args), (err: unknown) => {
+      assert.ok(err instanceof UsageError, `${args.join(" ")} gave ${err}`);
+      assert.match(err.message, message);
+      assert.equal(err.exitCode, 2);
+      return true;
+    });
+  }
+});

@@ -1,0 +1,68 @@
+import assert from "node:assert/strict";
+import { leastDuration, PaceWheel, writesNeeded } from "../lib/pace.ts";
+import { delay } from "./helpers.ts";
+
+Deno.test("pace: writes needed and least duration", () => {
+  const pace = { numBytes: 10, delay: 0.1 };
+  assert.equal(writesNeeded(0, pace), 0);
+  assert.equal(writesNeeded(10, pace), 1);
+  assert.equal(writesNeeded(11, pace), 2);
+  assert.equal(leastDuration(0, pace), 0);
+  assert.equal(leastDuration(10, pace), 0);
+  assert.ok(Math.abs(leastDuration(100, pace) - 0.9) < 1e-9);
+});
+
+Deno.test("pace wheel: calls each task once per delay, first one delay after scheduling", async () => {
+  const wheel = new PaceWheel(0.05);
+  const calls: number[] = [];
+  const started = performance.now();
+  const task = {
+    onTick() {
+      calls.push(performance.now() - started);
+      if (calls.length === 4) wheel.cancel(task);
+    },
+  };
+  wheel.schedule(task);
+  await delay(400);
+  assert.equal(calls.length, 4);
+  assert.equal(wheel.size, 0);
+  // Slots are 10 ms: each call lands within a slot of its ideal time.
+  for (const [i, at] of calls.entries()) {
+    assert.ok(at >= (i + 1) * 50 - 11 && at < (i + 1) * 50 + 60, `call ${i} at ${at} ms`);
+  }
+});
+
+Deno.test("pace wheel: many tasks share one timer and are spread over the delay", async () => {
+  const wheel = new PaceWheel(0.1);
+  let ticks = 0;
+  const tasks = Array.from({ length: 1000 }, () => ({ onTick: () => ticks++ }));
+  for (const task of tasks) wheel.schedule(task);
+  assert.equal(wheel.size, 1000);
+  await delay(350);
+  wheel.clear();
+  // About three turns of 1000 tasks; timers may run a little late.
+  assert.ok(ticks >= 2000 && ticks <= 3000, `${ticks} ticks`);
+  const after = ticks;
+  await delay(150);
+  assert.equal(ticks, after, "clear stops everything");
+});
+
+Deno.test("pace wheel: cancel before the first tick means no call; scheduling twice is once", async () => {
+  const wheel = new PaceWheel(0.02);
+  let calls = 0;
+  const task = { onTick: () => calls++ };
+  wheel.schedule(task);
+  wheel.schedule(task);
+  assert.equal(wheel.size, 1);
+  wheel.cancel(task);
+  await delay(80);
+  assert.equal(calls, 0);
+  wheel.clear();
+});
+
+Deno.test("pace wheel: a very long delay does not allocate a slot per 10 ms", () => {
+  const wheel = new PaceWheel(86_400);
+  wheel.schedule({ onTick() {} });
+  assert.equal(wheel.size, 1);
+  wheel.clear();
+});
