@@ -24,7 +24,8 @@ export class UsageError extends Error {
   /** What to do about it, printed on a second line. */
   readonly hint?: string;
   /** The process exit code for this error. */
-  readonly exitCode = EXIT_USAGE;
+  readonly exitCode: number = EXIT_USAGE;
+  /** An error with a message saying what is wrong and a hint saying what to do. */
   constructor(message: string, hint?: string) {
     super(message);
     this.name = "UsageError";
@@ -46,7 +47,8 @@ export class StartupError extends Error {
   /** What to do about it, printed on a second line. */
   readonly hint?: string;
   /** The process exit code for this error. */
-  readonly exitCode = EXIT_RUNTIME;
+  readonly exitCode: number = EXIT_RUNTIME;
+  /** An error with a message saying what is wrong and a hint saying what to do. */
   constructor(message: string, hint?: string) {
     super(message);
     this.name = "StartupError";

@@ -11,13 +11,19 @@
  * @module
  */
 
-export { AccessList, parseCidr } from "./access.ts";
+export { AccessList, type Cidr, parseCidr } from "./access.ts";
 export { fetchPoem, parseAddress, type PoemAddress } from "./client.ts";
 export { EXIT_RUNTIME, EXIT_USAGE, StartupError, UsageError } from "./errors.ts";
 export { ConnectionGate, formatAddress, PoemListener, type TransferCounts } from "./listener.ts";
 export { type LogOptions, setupLogging } from "./log.ts";
-export { type CommandLine, parseCommandLine, USAGE } from "./options.ts";
-export { leastDuration, type Pace, PaceWheel, writesNeeded } from "./pace.ts";
+export {
+  type CommandLine,
+  type LogFormat,
+  type LogLevelName,
+  parseCommandLine,
+  USAGE,
+} from "./options.ts";
+export { leastDuration, type Pace, type PacedTask, PaceWheel, writesNeeded } from "./pace.ts";
 export { loadPoems, Poem, type PoemContent, STREAM_THRESHOLD } from "./poem.ts";
 export { type Outcome, PoemSender, type SendResult } from "./sender.ts";
 export { PoetryServer, serve, type ServeOptions, type ShutdownSummary } from "./server.ts";

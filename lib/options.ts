@@ -10,10 +10,9 @@ import { UsageError } from "./errors.ts";
 import { parseCidr } from "./access.ts";
 import type { ServeOptions } from "./server.ts";
 
-/** Log levels a user may choose, quietest last. */
-export const LOG_LEVELS = ["debug", "info", "warning", "error"] as const;
 /** A log level a user may choose. */
-export type LogLevelName = typeof LOG_LEVELS[number];
+export type LogLevelName = "debug" | "info" | "warning" | "error";
+const LOG_LEVELS: LogLevelName[] = ["debug", "info", "warning", "error"];
 /** How log records are written to stderr. */
 export type LogFormat = "text" | "json";
 
