@@ -26,11 +26,14 @@ async function main(args: string[]): Promise<number> {
     return 0;
   }
   setupLogging({ level: cli.logLevel, format: cli.logFormat });
-  const server = await serve(cli.poems, {
-    ...cli.serve,
-    onListen: (l) => console.log(`Serving ${l.poem.path} on ${formatAddress(l.addr)}.`),
-  });
-  await runAsService(server, { watch: cli.watch });
+  const server = await serve(cli.poems, cli.serve);
+  // Signal handlers go in before the Serving lines: a supervisor that reads
+  // a line and sends SIGHUP or SIGTERM at once must not kill the process.
+  const stopped = runAsService(server, { watch: cli.watch });
+  for (const { poem, addr } of server.listeners) {
+    console.log(`Serving ${poem.path} on ${formatAddress(addr)}.`);
+  }
+  await stopped;
   return 0;
 }
 

@@ -82,6 +82,9 @@ export class PoemSender implements PacedTask {
   /** When the write now in flight began, if one is. */
   #writingSince?: number;
   #done = Promise.withResolvers<void>();
+  /** The departure watch and the write in flight, if any: ops that hold the socket open. */
+  #watching?: Promise<void>;
+  #writing?: Promise<void>;
   #blocks?: BlockSource;
   #block: Uint8Array = new Uint8Array(0);
   #blockStart = 0;
@@ -112,7 +115,7 @@ export class PoemSender implements PacedTask {
     try {
       this.#blocks = blockSource(this.content, this.#blockSize());
       this.#writer = this.conn.writable.getWriter();
-      if (this.#wheel || this.content.size > FAST_BLOCK) this.#watchForDeparture();
+      if (this.#wheel || this.content.size > FAST_BLOCK) this.#watching = this.#watchForDeparture();
       if (this.#wheel) {
         this.#writeChunk();
         this.#wheel.schedule(this);
@@ -129,6 +132,10 @@ export class PoemSender implements PacedTask {
       this.#wheel?.cancel(this);
       this.#blocks?.close();
       closeQuietly(this.conn);
+      // Deno frees the socket only once the ops using it have settled; wait,
+      // so that when run() returns the descriptor is really closed (the
+      // connection cap counts on it).
+      await Promise.allSettled([this.#watching, this.#writing]);
     }
     return {
       sent: this.sent,
@@ -162,7 +169,7 @@ export class PoemSender implements PacedTask {
       for (let at = 0; at < block.length; at += FAST_BLOCK) {
         const chunk = block.subarray(at, at + FAST_BLOCK);
         this.#writingSince = performance.now();
-        await this.#writer!.write(chunk);
+        await (this.#writing = this.#writer!.write(chunk));
         this.#writingSince = undefined;
         this.sent += chunk.length;
       }
@@ -181,7 +188,7 @@ export class PoemSender implements PacedTask {
       return;
     }
     const chunk = this.#block.subarray(offset, offset + this.#numBytes);
-    this.#writer!.write(chunk).then(() => this.#written(chunk.length), this.#fail);
+    this.#writing = this.#writer!.write(chunk).then(() => this.#written(chunk.length), this.#fail);
   }
 
   #written(length: number): void {

@@ -32,8 +32,6 @@ export interface ServeOptions {
   allow?: string[];
   /** Address blocks never served; wins over `allow`. */
   deny?: string[];
-  /** Called as each listener starts listening. */
-  onListen?: (listener: PoemListener) => void;
 }
 
 /** What a shutdown did. */
@@ -119,7 +117,6 @@ export class PoetryServer {
         size: listener.poem.content.size,
         address: formatAddress(listener.addr),
       });
-      options.onListen?.(listener);
     }
     return new PoetryServer(listeners, wheel, options.drainTimeout ?? 10);
   }

@@ -330,6 +330,35 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "works with least privilege: read only the poem, net only the listen address",
+  ignore: CUSTOM_SERVER,
+  async fn() {
+    const poems = await makePoems({ "p.txt": TEXT });
+    const command = [
+      Deno.execPath(),
+      "run",
+      `--allow-read=${poems.path("p.txt")}`,
+      "--allow-net=127.0.0.1",
+      "main.ts",
+    ];
+    const process = new Deno.Command(command[0], {
+      args: [...command.slice(1), "--iface", "127.0.0.1", poems.path("p.txt")],
+      cwd: ROOT,
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    const { value } = await reader.read();
+    const port = Number(/:(\d+)\.\n/.exec(value!)![1]);
+    assert.deepEqual(await fetchBytes({ hostname: "127.0.0.1", port }), encoder.encode(TEXT));
+    process.kill("SIGTERM");
+    await reader.cancel();
+    assert.equal((await process.status).code, 0);
+    await poems.cleanup();
+  },
+});
+
 async function findNc(): Promise<string | undefined> {
   for (const name of ["nc", "ncat", "netcat"]) {
     try {

@@ -1,0 +1,416 @@
+// Fault tests: the real server under abuse, over loopback, bounded in time.
+// Linux only: they read the server's descriptors and memory from /proc.
+// Each prints the figures it saw, for the record.
+
+import assert from "node:assert/strict";
+import {
+  delay,
+  fetchBytes,
+  makePoems,
+  readTimed,
+  runServer,
+  seededBytes,
+  startServer,
+} from "../helpers.ts";
+
+const linux = Deno.build.os === "linux";
+const BIG = seededBytes(16 * 1024 * 1024, 7);
+const POEM = "Twinkle, twinkle, little port,\nhow I wonder what you sort.\n".repeat(20);
+const poems = linux
+  ? await makePoems({ "big.bin": BIG, "poem.txt": POEM, "hundred.txt": "z".repeat(100) })
+  : undefined;
+
+function faultTest(name: string, fn: () => Promise<void>): void {
+  Deno.test({ name: `fault: ${name}`, ignore: !linux, fn });
+}
+
+/** Open descriptors of a process. */
+function fdCount(pid: number): number {
+  return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
+}
+
+/** Sockets among a process's descriptors. */
+function socketCount(pid: number): number {
+  let sockets = 0;
+  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`).startsWith("socket:")) sockets++;
+    } catch {
+      // Closed while we looked.
+    }
+  }
+  return sockets;
+}
+
+/** Resident memory of a process, in KiB. */
+function rssKiB(pid: number): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
+}
+
+/** Connects, reads a little, then closes with data unread: the kernel sends a reset. */
+async function resetAfterFirstBytes(address: Deno.ConnectOptions): Promise<void> {
+  try {
+    const conn = await Deno.connect(address);
+    await conn.read(new Uint8Array(100));
+    conn.close();
+  } catch {
+    // A refused or reset connect is part of a storm too.
+  }
+}
+
+async function resetStorm(address: Deno.ConnectOptions, ms: number): Promise<number> {
+  const until = performance.now() + ms;
+  let count = 0;
+  await Promise.all(Array.from({ length: 20 }, async () => {
+    while (performance.now() < until) {
+      await resetAfterFirstBytes(address);
+      count++;
+    }
+  }));
+  return count;
+}
+
+faultTest("file-descriptor exhaustion: the server stays up and serves again", async () => {
+  const wrapper = ["sh", "-c", 'ulimit -n 64 && exec "$@"', "sh"];
+  // Each transfer holds its descriptor for a second: 100 bytes, 50 at a time.
+  const args = ["--num-bytes", "50", "--delay", "1", poems!.path("hundred.txt")];
+  const server = await startServer(args, { wrapper });
+  const pid = server.process.pid;
+  const address = server.addresses[0];
+  try {
+    const before = fdCount(pid);
+    // 200 clients that hold their connections: far more than 64 descriptors.
+    const holders = await Promise.all(
+      Array.from({ length: 200 }, () => Deno.connect(address).catch(() => undefined)),
+    );
+    await server.waitForStderr(/Accepting on .* failed: .*(Too many open files|os error 24)/);
+    const during = fdCount(pid);
+    const limit = /Max open files\s+(\d+)/.exec(Deno.readTextFileSync(`/proc/${pid}/limits`))![1];
+    for (const conn of holders) conn?.close();
+    await delay(1500);
+    const bytes = await fetchBytes(address);
+    assert.equal(new TextDecoder().decode(bytes), "z".repeat(100));
+    console.log(
+      `  fds before ${before}, during ${during} (limit ${limit}); served again afterwards`,
+    );
+    assert.equal(limit, "64");
+  } finally {
+    await server.stop();
+  }
+});
+
+faultTest(
+  "a reset storm: descriptors come back, memory stops growing, bytes stay exact",
+  async () => {
+    const server = await startServer(["--log-level", "warning", poems!.path("big.bin")]);
+    const pid = server.process.pid;
+    const address = server.addresses[0];
+    try {
+      await fetchBytes(address); // warm up
+      await delay(200);
+      const fdsBefore = fdCount(pid);
+      const rssBefore = rssKiB(pid);
+      const first = await resetStorm(address, 2000);
+      await delay(500);
+      const fdsAfterFirst = fdCount(pid);
+      const rssAfterFirst = rssKiB(pid);
+      const second = await resetStorm(address, 2000);
+      await delay(500);
+      const fdsAfterSecond = fdCount(pid);
+      const rssAfterSecond = rssKiB(pid);
+      console.log(
+        `  storms of ${first} and ${second} resets; fds ${fdsBefore} -> ${fdsAfterFirst} -> ${fdsAfterSecond}; ` +
+          `RSS ${rssBefore} -> ${rssAfterFirst} -> ${rssAfterSecond} KiB`,
+      );
+      assert.equal(fdsAfterFirst, fdsBefore);
+      assert.equal(fdsAfterSecond, fdsBefore);
+      // The first storm may grow the heap to its working size; the second must not keep growing it.
+      assert.ok(rssAfterSecond - rssAfterFirst < 20 * 1024, "memory keeps growing across storms");
+      assert.deepEqual(await fetchBytes(address), BIG);
+    } finally {
+      await server.stop();
+    }
+  },
+);
+
+faultTest("stalled readers of a large poem are dropped after --write-timeout", async () => {
+  const server = await startServer(["--write-timeout", "2", poems!.path("big.bin")]);
+  try {
+    const started = performance.now();
+    const stalled = await Promise.all(
+      Array.from({ length: 10 }, () => Deno.connect(server.addresses[0])),
+    );
+    await server.waitForStderr(/(timed out[\s\S]*){10}/, 8000);
+    const ms = performance.now() - started;
+    for (const conn of stalled) conn.close();
+    console.log(`  10 stalled readers dropped after ${(ms / 1000).toFixed(1)} s (timeout 2 s)`);
+    assert.ok(ms >= 2000 && ms < 6000, `took ${ms} ms`);
+    assert.deepEqual(await fetchBytes(server.addresses[0]), BIG, "others are still served");
+  } finally {
+    await server.stop();
+  }
+});
+
+faultTest(
+  "SIGTERM during 50 slow transfers: all finish, new clients are refused, exit 0",
+  async () => {
+    // 100 bytes, 10 per 0.1 s: about 0.9 s each.
+    const server = await startServer([
+      "--num-bytes",
+      "10",
+      "--delay",
+      "0.1",
+      poems!.path("hundred.txt"),
+    ]);
+    const address = server.addresses[0];
+    const transfers = Array.from({ length: 50 }, () => readTimed(address));
+    await server.waitForStderr(/$/); // let them connect
+    await delay(300);
+    server.process.kill("SIGTERM");
+    await server.waitForStderr(/Stopped accepting/);
+    await assert.rejects(() => Deno.connect(address), Deno.errors.ConnectionRefused);
+    const results = await Promise.all(transfers);
+    const status = await server.stop();
+    const whole = results.filter((r) => r.bytes.length === 100).length;
+    const summary = /Shut down: .*/.exec(server.stderr())?.[0];
+    console.log(`  ${whole} of 50 got the whole poem; ${summary}; exit ${status.code}`);
+    assert.equal(whole, 50);
+    assert.equal(status.code, 0);
+    assert.match(server.stderr(), /Shut down: 50 served, 0 cut short/);
+  },
+);
+
+faultTest(
+  "the drain timeout cuts off what is left and still exits 0; a second signal exits at once",
+  async () => {
+    const server = await startServer([
+      "--drain-timeout",
+      "0.5",
+      "--delay",
+      "1",
+      poems!.path("hundred.txt"),
+    ]);
+    const transfers = Array.from({ length: 5 }, () => readTimed(server.addresses[0]));
+    await delay(200);
+    const started = performance.now();
+    const status = await server.stop("SIGTERM");
+    const ms = performance.now() - started;
+    await Promise.all(transfers);
+    assert.equal(status.code, 0);
+    assert.ok(ms < 3000, `exit took ${ms} ms`);
+    assert.match(server.stderr(), /Shut down: 0 served, 5 cut short/);
+
+    const again = await startServer(["--delay", "1", poems!.path("hundred.txt")]);
+    const slow = readTimed(again.addresses[0]);
+    await delay(200);
+    again.process.kill("SIGINT");
+    await again.waitForStderr(/Stopped accepting/);
+    const second = await again.stop("SIGINT");
+    await slow;
+    assert.equal(second.code, 1);
+    assert.match(again.stderr(), /Second signal/);
+  },
+);
+
+faultTest(
+  "SIGHUP reloads a changed poem, and keeps the old one when the file is gone",
+  async () => {
+    const dir = await makePoems({ "live.txt": "first version\n" });
+    const server = await startServer([dir.path("live.txt")]);
+    try {
+      await Deno.writeTextFile(dir.path("live.txt"), "second version, longer\n");
+      server.process.kill("SIGHUP");
+      await server.waitForStderr(/Reloaded .*live\.txt/);
+      assert.equal(
+        new TextDecoder().decode(await fetchBytes(server.addresses[0])),
+        "second version, longer\n",
+      );
+      await Deno.remove(dir.path("live.txt"));
+      server.process.kill("SIGHUP");
+      await server.waitForStderr(/Could not reload .*live\.txt, keeping the old version/);
+      assert.equal(
+        new TextDecoder().decode(await fetchBytes(server.addresses[0])),
+        "second version, longer\n",
+      );
+    } finally {
+      await server.stop();
+      await dir.cleanup();
+    }
+  },
+);
+
+faultTest("--watch reloads a poem when its file changes", async () => {
+  const dir = await makePoems({ "w.txt": "before\n" });
+  const server = await startServer(["--watch", dir.path("w.txt")]);
+  try {
+    await Deno.writeTextFile(dir.path("w.txt"), "after\n");
+    await server.waitForStderr(/Reloaded .*w\.txt/);
+    assert.equal(new TextDecoder().decode(await fetchBytes(server.addresses[0])), "after\n");
+  } finally {
+    await server.stop();
+    await dir.cleanup();
+  }
+});
+
+faultTest("a client flooding input while reading a slow poem: memory stays flat", async () => {
+  const server = await startServer([
+    "--num-bytes",
+    "10",
+    "--delay",
+    "0.2",
+    poems!.path("poem.txt"),
+  ]);
+  const pid = server.process.pid;
+  try {
+    const quiet = readTimed(server.addresses[0], 50);
+    await delay(300);
+    const before = rssKiB(pid);
+    const conn = await Deno.connect(server.addresses[0]);
+    const junk = new Uint8Array(1024 * 1024).fill(0x41);
+    let sent = 0;
+    const until = performance.now() + 3000;
+    while (performance.now() < until && sent < 2048 * junk.length) sent += await conn.write(junk);
+    const during = rssKiB(pid);
+    conn.close();
+    await quiet;
+    console.log(`  flooded ${(sent / 2 ** 20).toFixed(0)} MiB; RSS ${before} -> ${during} KiB`);
+    assert.ok(sent > 100 * 2 ** 20, "the server kept reading");
+    assert.ok(during - before < 20 * 1024, `RSS grew by ${during - before} KiB`);
+  } finally {
+    await server.stop();
+  }
+});
+
+faultTest("--deny 127.0.0.0/8: a local client gets zero bytes", async () => {
+  const server = await startServer([
+    "--iface",
+    "127.0.0.1",
+    "--deny",
+    "127.0.0.0/8",
+    poems!.path("poem.txt"),
+  ]);
+  try {
+    assert.equal((await fetchBytes(server.addresses[0])).length, 0);
+    await server.waitForStderr(/denied by --allow\/--deny/);
+  } finally {
+    await server.stop();
+  }
+  const allowed = await startServer([
+    "--iface",
+    "127.0.0.1",
+    "--allow",
+    "127.0.0.1/32",
+    "--deny",
+    "10.0.0.0/8",
+    poems!.path("poem.txt"),
+  ]);
+  try {
+    assert.equal(new TextDecoder().decode(await fetchBytes(allowed.addresses[0])), POEM);
+  } finally {
+    await allowed.stop();
+  }
+});
+
+faultTest(
+  "--max-connections 10 with 40 slow clients: never more than 10 open, all served",
+  async () => {
+    const server = await startServer([
+      "--max-connections",
+      "10",
+      "--num-bytes",
+      "50",
+      "--delay",
+      "0.1",
+      poems!.path("hundred.txt"),
+    ]);
+    const pid = server.process.pid;
+    try {
+      const baseline = socketCount(pid); // the listening socket
+      let most = 0;
+      let sampling = true;
+      const sampler = (async () => {
+        while (sampling) {
+          most = Math.max(most, socketCount(pid) - baseline);
+          await delay(10);
+        }
+      })();
+      const results = await Promise.all(
+        Array.from({ length: 40 }, () => readTimed(server.addresses[0])),
+      );
+      sampling = false;
+      await sampler;
+      console.log(`  at most ${most} client sockets open; ${results.length} clients served`);
+      assert.ok(most <= 10, `${most} client sockets open`);
+      assert.ok(most >= 5, "the cap was reached in earnest");
+      assert.ok(results.every((r) => r.bytes.length === 100));
+      await server.waitForStderr(/At the cap of 10 connections/);
+    } finally {
+      await server.stop();
+    }
+  },
+);
+
+faultTest(
+  "random malformed command lines: exit 1 or 2 with an error line, never a trace",
+  async () => {
+    let seed = 20261124;
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    const pick = <T>(items: T[]): T => items[Math.floor(random() * items.length)];
+    const options = [
+      "--port",
+      "--iface",
+      "--num-bytes",
+      "--delay",
+      "--max-connections",
+      "--write-timeout",
+      "--drain-timeout",
+      "--allow",
+      "--deny",
+      "--log-level",
+      "--log-format",
+    ];
+    const badValues = [
+      "-1",
+      "abc",
+      "",
+      "1e9",
+      "0x10",
+      "NaN",
+      "99999999",
+      "../",
+      "--",
+      "💥",
+      "1.5.6",
+      "10.0.0.0/99",
+      " ",
+      "\u0000x",
+      "-0.1",
+    ];
+    const mutations: (() => string[])[] = [
+      () => [pick(options), pick(badValues)], // a bad value
+      () => [`--${pick(["bogus", "po", "prt", "nmbytes"])}`], // an unknown option
+      () => [`-${pick(["x", "p", "Z"])}`],
+      () => [pick(options)], // a value missing at the end
+      () => ["--watch=" + pick(badValues)],
+      () => ["/no/such/poem-" + Math.floor(random() * 1000)],
+    ];
+    const lines: string[][] = [];
+    for (let i = 0; i < 30; i++) {
+      const args = [poems!.path("poem.txt")];
+      for (let m = 1 + Math.floor(random() * 2); m > 0; m--) args.push(...pick(mutations)());
+      if (random() < 0.15) args.shift(); // sometimes no good poem at all
+      lines.push(args);
+    }
+    // A bad value must not start a server: a timeout would show up as a failure.
+    const results = await Promise.all(lines.map((args) => runServer(args, { timeoutMs: 10_000 })));
+    for (const [i, result] of results.entries()) {
+      const where = `args ${JSON.stringify(lines[i])}:\n${result.stderr}`;
+      assert.ok(result.code === 1 || result.code === 2, `exit ${result.code} for ${where}`);
+      assert.match(result.stderr, /^error: /, where);
+      assert.doesNotMatch(result.stderr, /^\s+at |Stack backtrace|panicked/m, where);
+    }
+  },
+);
+
+Deno.test({ name: "fault: cleanup", ignore: !linux, fn: () => poems!.cleanup() });
