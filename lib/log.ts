@@ -7,7 +7,6 @@
 
 import {
   configureSync,
-  getJsonLinesFormatter,
   getTextFormatter,
   type LogLevel,
   type LogRecord,
@@ -34,7 +33,7 @@ export interface LogOptions {
  */
 export function setupLogging(options: LogOptions = {}): void {
   const format = options.format === "json"
-    ? getJsonLinesFormatter({ message: "rendered", properties: "flatten" })
+    ? jsonLine
     : getTextFormatter({ timestamp: "date-time-tz", category: ".", value: "bare" });
   const encoder = new TextEncoder();
   // A synchronous sink: a record is on stderr before the next line of code
@@ -48,6 +47,21 @@ export function setupLogging(options: LogOptions = {}): void {
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
     ],
   });
+}
+
+/**
+ * One JSON object per line, with the same fields as LogTape's JSON Lines
+ * formatter; ours renders values in `message` bare (`poems/a.txt`, not
+ * `"poems/a.txt"`), which LogTape's has no option for.
+ */
+function jsonLine(record: LogRecord): string {
+  return JSON.stringify({
+    "@timestamp": new Date(record.timestamp).toISOString(),
+    level: record.level.toUpperCase(),
+    message: record.message.map(String).join(""),
+    logger: record.category.join("."),
+    ...record.properties,
+  }) + "\n";
 }
 
 function writeAllSync(bytes: Uint8Array): void {
