@@ -214,10 +214,7 @@ export class PoemListener {
       });
       return;
     }
-    const sender = new PoemSender(conn, this.poem.content, {
-      wheel: this.#options.wheel,
-      numBytes: this.#options.numBytes,
-    });
+    const sender = new PoemSender(conn, this.poem.content, this.#options);
     this.#active.add(sender);
     const finished = sender.run().then((result) => {
       this.#active.delete(sender);
@@ -231,12 +228,18 @@ export class PoemListener {
   #record(peer: Deno.NetAddr, result: SendResult): void {
     if (result.outcome === "completed") this.counts.served++;
     else this.counts.cutShort++;
-    const properties = { peer: formatAddress(peer), poem: this.poem.path, ...result };
-    const message = "{peer} got {sent} of {total} bytes of {poem} in {ms} ms: {outcome}.";
+    // Properties are built only when the record is logged at all.
+    const properties = () => ({ peer: formatAddress(peer), poem: this.poem.path, ...result });
     if (result.outcome === "error") {
-      connectionLog.warning(message.replace(".", " ({error})."), properties);
+      connectionLog.warning(
+        "{peer} got {sent} of {total} bytes of {poem} in {ms} ms: error ({error}).",
+        properties,
+      );
     } else {
-      connectionLog.info(message, properties);
+      connectionLog.info(
+        "{peer} got {sent} of {total} bytes of {poem} in {ms} ms: {outcome}.",
+        properties,
+      );
     }
   }
 

@@ -1,7 +1,12 @@
 /**
  * What happens to one connection: a {@linkcode PoemSender} writes one poem,
- * fast or paced, through the connection's writable stream, notices the
- * client leaving, and reports how many bytes went out.
+ * fast or paced, notices the client leaving, and reports how many bytes went
+ * out.
+ *
+ * Bytes go out with `conn.write`, not through `conn.writable`: in the
+ * benchmark's 3 KB scenario the writable stream cost 27.5 µs of CPU per
+ * connection against 18.8 µs for `conn.write` (45% more connections per
+ * second), and its objects would cost memory per paced client too.
  *
  * @module
  */
@@ -49,6 +54,7 @@ const FAST_BLOCK = 256 * 1024;
 // connection reads into this one buffer: nobody looks at its contents, so
 // sharing it costs nothing and keeps a flooding client from costing memory.
 const DISCARD = new Uint8Array(64 * 1024);
+const EMPTY = new Uint8Array(0);
 
 /**
  * Sends one poem to one client and closes the connection. One per accepted
@@ -70,23 +76,26 @@ export class PoemSender implements PacedTask {
   readonly conn: Deno.Conn;
   /** The version of the poem this client gets, kept across reloads. */
   readonly content: PoemContent;
-  /** Bytes written so far. */
+  /** Bytes the kernel has taken so far. */
   sent = 0;
 
   readonly #wheel?: PaceWheel;
   readonly #numBytes: number;
   readonly #started = performance.now();
-  #writer?: WritableStreamDefaultWriter<Uint8Array>;
   #outcome?: Outcome;
   #error?: string;
-  /** When the write now in flight began, if one is. */
+  /** Since when the current write has waited without progress, if one is in flight. */
   #writingSince?: number;
-  #done = Promise.withResolvers<void>();
-  /** The departure watch and the write in flight, if any: ops that hold the socket open. */
+  #closed = false;
+  /** Settles when a paced transfer ends; made only for paced transfers. */
+  #done?: PromiseWithResolvers<void>;
+  /** The departure watch and the paced write in flight: ops that hold the socket. */
   #watching?: Promise<void>;
   #writing?: Promise<void>;
+  /** What the paced write in flight still has to write. */
+  #pending: Uint8Array = EMPTY;
   #blocks?: BlockSource;
-  #block: Uint8Array = new Uint8Array(0);
+  #block: Uint8Array = EMPTY;
   #blockStart = 0;
 
   /** A sender for `content` on `conn`; call {@linkcode run} to start. */
@@ -95,9 +104,6 @@ export class PoemSender implements PacedTask {
     this.content = content;
     this.#wheel = options.wheel;
     this.#numBytes = options.numBytes ?? 10;
-    // Only a paced run awaits #done; an abort in fast mode must not leave
-    // its rejection unhandled (Deno ends the process on those).
-    this.#done.promise.catch(() => {});
   }
 
   /** Since when (`performance.now()`) the current write has waited, if one is. */
@@ -112,34 +118,32 @@ export class PoemSender implements PacedTask {
 
   /** Sends the poem, closes the connection, and says how it went. */
   async run(): Promise<SendResult> {
+    const { bytes, size } = this.content;
     try {
-      this.#blocks = blockSource(this.content, this.#blockSize());
-      this.#writer = this.conn.writable.getWriter();
-      if (this.#wheel || this.content.size > FAST_BLOCK) this.#watching = this.#watchForDeparture();
-      if (this.#wheel) {
-        this.#writeChunk();
-        this.#wheel.schedule(this);
-        await this.#done.promise;
+      if (!this.#wheel && bytes && size <= FAST_BLOCK) {
+        // The common case, kept lean: a small poem the kernel takes at once.
+        await this.#writeAll(bytes);
       } else {
-        await this.#sendFast();
+        this.#blocks = blockSource(this.content, this.#blockSize());
+        this.#watching = this.#watchForDeparture();
+        await (this.#wheel ? this.#sendPaced() : this.#sendFast());
       }
-      // Completed before the close, which ends the departure watch too.
+      // Completed before the close, which also ends the departure watch.
       this.#finish("completed");
-      await this.#writer.close();
     } catch (err) {
       this.#finish(departed(err) ? "client left" : "error", err);
     } finally {
       this.#wheel?.cancel(this);
       this.#blocks?.close();
-      closeQuietly(this.conn);
+      this.#close();
       // Deno frees the socket only once the ops using it have settled; wait,
       // so that when run() returns the descriptor is really closed (the
       // connection cap counts on it).
-      await Promise.allSettled([this.#watching, this.#writing]);
+      if (this.#watching) await Promise.allSettled([this.#watching, this.#writing]);
     }
     return {
       sent: this.sent,
-      total: this.content.size,
+      total: size,
       ms: Math.round(performance.now() - this.#started),
       outcome: this.#outcome!,
       error: this.#error,
@@ -153,8 +157,8 @@ export class PoemSender implements PacedTask {
   abort(outcome: Outcome): void {
     if (this.#finish(outcome)) {
       this.#wheel?.cancel(this);
-      this.#done.reject(new Aborted());
-      closeQuietly(this.conn);
+      this.#done?.reject(new Aborted());
+      this.#close();
     }
   }
 
@@ -163,41 +167,68 @@ export class PoemSender implements PacedTask {
     if (this.#writingSince === undefined && !this.finished) this.#writeChunk();
   }
 
+  /** Writes all of `chunk` (a write may take only part of it). */
+  async #writeAll(chunk: Uint8Array): Promise<void> {
+    this.#writingSince = performance.now();
+    let at = 0;
+    while (at < chunk.length) {
+      const n = await this.conn.write(at === 0 ? chunk : chunk.subarray(at));
+      at += n;
+      this.sent += n;
+      this.#writingSince = performance.now();
+    }
+    this.#writingSince = undefined;
+  }
+
   async #sendFast(): Promise<void> {
     while (this.sent < this.content.size) {
       const block = await this.#nextBlock();
       for (let at = 0; at < block.length; at += FAST_BLOCK) {
-        const chunk = block.subarray(at, at + FAST_BLOCK);
-        this.#writingSince = performance.now();
-        await (this.#writing = this.#writer!.write(chunk));
-        this.#writingSince = undefined;
-        this.sent += chunk.length;
+        await this.#writeAll(block.subarray(at, at + FAST_BLOCK));
       }
     }
   }
 
+  #sendPaced(): Promise<void> {
+    this.#done = Promise.withResolvers<void>();
+    this.#writeChunk();
+    this.#wheel!.schedule(this);
+    return this.#done.promise;
+  }
+
+  // Paced writes chain callbacks instead of an async function per write:
+  // at 100,000 writes a second the saved promise per write shows.
   #writeChunk(): void {
     if (this.sent >= this.content.size) {
-      this.#done.resolve();
+      this.#done!.resolve();
       return;
     }
     this.#writingSince = performance.now();
     const offset = this.sent - this.#blockStart;
     if (offset >= this.#block.length) {
-      this.#nextBlock().then(() => this.#writeChunk(), this.#fail);
+      this.#nextBlock().then(() => {
+        this.#writingSince = undefined;
+        this.#writeChunk();
+      }, this.#fail);
       return;
     }
-    const chunk = this.#block.subarray(offset, offset + this.#numBytes);
-    this.#writing = this.#writer!.write(chunk).then(() => this.#written(chunk.length), this.#fail);
+    this.#pending = this.#block.subarray(offset, offset + this.#numBytes);
+    this.#writing = this.conn.write(this.#pending).then(this.#wrote, this.#fail);
   }
 
-  #written(length: number): void {
+  #wrote = (n: number): void => {
+    this.sent += n;
+    if (n < this.#pending.length) {
+      this.#pending = this.#pending.subarray(n);
+      this.#writingSince = performance.now();
+      this.#writing = this.conn.write(this.#pending).then(this.#wrote, this.#fail);
+      return;
+    }
     this.#writingSince = undefined;
-    this.sent += length;
-    if (this.sent >= this.content.size) this.#done.resolve();
-  }
+    if (this.sent >= this.content.size) this.#done!.resolve();
+  };
 
-  #fail = (err: unknown): void => this.#done.reject(err);
+  #fail = (err: unknown): void => this.#done!.reject(err);
 
   async #nextBlock(): Promise<Uint8Array> {
     this.#blockStart += this.#block.length;
@@ -221,6 +252,18 @@ export class PoemSender implements PacedTask {
       // A reset, or our own close of the connection: both end the watch.
     }
     this.abort("client left");
+  }
+
+  // Closing twice throws BadResource, and a thrown error per connection
+  // showed up as an eighth of the CPU in a profile: close once.
+  #close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.conn.close();
+    } catch {
+      // Already gone.
+    }
   }
 
   #finish(outcome: Outcome, err?: unknown): boolean {
@@ -290,12 +333,4 @@ function departed(err: unknown): boolean {
     err instanceof Deno.errors.NotConnected ||
     err instanceof Deno.errors.BadResource ||
     err instanceof Deno.errors.Interrupted;
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Closed already, by the writable stream or by an abort.
-  }
 }
