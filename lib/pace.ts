@@ -15,8 +15,42 @@ export interface Pace {
 
 /** Something the wheel calls once per delay: a paced sender. */
 export interface PacedTask {
-  /** Called once per delay, starting one delay after it was scheduled. */
-  onTick(): void;
+  /**
+   * Called once per delay, starting one delay after it was scheduled, with
+   * the tick's `performance.now()` (one clock read per tick, not per task).
+   */
+  onTick(now: number): void;
+}
+
+const chunkCache = new WeakMap<Uint8Array, Uint8Array[]>();
+
+/**
+ * The poem cut into `numBytes` views, made once per poem version and shared
+ * by every paced client: a view per write would be garbage at 100,000
+ * writes a second. Poems over `maxBytes` are not cut (`undefined`).
+ *
+ * @example
+ * ```ts
+ * import { chunksOf } from "./pace.ts";
+ * const chunks = chunksOf(new TextEncoder().encode("abcde"), 2)!;
+ * chunks.length; // 3: "ab", "cd", "e"
+ * ```
+ */
+export function chunksOf(
+  bytes: Uint8Array,
+  numBytes: number,
+  maxBytes = 1 << 20,
+): Uint8Array[] | undefined {
+  if (bytes.length > maxBytes) return undefined;
+  let chunks = chunkCache.get(bytes);
+  if (chunks?.[0]?.length !== Math.min(numBytes, bytes.length)) {
+    chunks = [];
+    for (let at = 0; at < bytes.length; at += numBytes) {
+      chunks.push(bytes.subarray(at, at + numBytes));
+    }
+    chunkCache.set(bytes, chunks);
+  }
+  return chunks;
 }
 
 /**
@@ -124,14 +158,15 @@ export class PaceWheel {
 
   #tick = (): void => {
     this.#timer = undefined;
-    const now = this.#now();
+    const clock = performance.now();
+    const now = Math.floor((clock - this.#origin) / this.#slotMs);
     // After a stall of more than a whole turn, each slot runs once, not once
     // per turn missed: a paced client gets one write per tick at most.
     const from = Math.max(this.#done + 1, now - this.#slots.length + 1);
     for (let slot = from; slot <= now; slot++) {
       for (const task of this.#slots[slot % this.#slots.length]) {
         // A task added while its own slot is due waits a full turn.
-        if (this.#added.get(task)! < slot) task.onTick();
+        if (this.#added.get(task)! < slot) task.onTick(clock);
       }
     }
     this.#done = now;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { leastDuration, PaceWheel, writesNeeded } from "../lib/pace.ts";
+import { chunksOf, leastDuration, PaceWheel, writesNeeded } from "../lib/pace.ts";
 import { delay } from "./helpers.ts";
 
 Deno.test("pace: writes needed and least duration", () => {
@@ -65,4 +65,14 @@ Deno.test("pace wheel: a very long delay does not allocate a slot per 10 ms", ()
   wheel.schedule({ onTick() {} });
   assert.equal(wheel.size, 1);
   wheel.clear();
+});
+
+Deno.test("pace: chunks are views of the poem, cut once and shared", () => {
+  const poem = new TextEncoder().encode("abcdefg");
+  const chunks = chunksOf(poem, 3)!;
+  assert.deepEqual(chunks.map((c) => new TextDecoder().decode(c)), ["abc", "def", "g"]);
+  assert.equal(chunks[0].buffer, poem.buffer, "a view, not a copy");
+  assert.equal(chunksOf(poem, 3), chunks, "cached per poem");
+  assert.notEqual(chunksOf(poem, 2), chunks, "a new size cuts anew");
+  assert.equal(chunksOf(poem, 2, 4), undefined, "too large to cut");
 });
