@@ -26,7 +26,10 @@ async function main(args: string[]): Promise<number> {
     return 0;
   }
   setupLogging({ level: cli.logLevel, format: cli.logFormat });
-  const server = await serve(cli.poems, cli.serve);
+  // The samples sit beside this file: in the repository, or embedded in a
+  // compiled binary with `deno compile --include poems`.
+  const samples = cli.samples ? [`${import.meta.dirname}/poems`] : [];
+  const server = await serve([...cli.poems, ...samples], cli.serve);
   // Signal handlers go in before the Serving lines: a supervisor that reads
   // a line and sends SIGHUP or SIGTERM at once must not kill the process.
   const stopped = runAsService(server, { watch: cli.watch });

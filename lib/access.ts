@@ -9,7 +9,16 @@
 
 import { BlockList, isIP } from "node:net";
 
-/** A parsed address block. */
+/**
+ * A parsed address block.
+ *
+ * @example
+ * ```ts
+ * import { type Cidr, parseCidr } from "./access.ts";
+ * const block: Cidr | undefined = parseCidr("fd00::/8");
+ * console.log(block?.family); // "ipv6"
+ * ```
+ */
 export interface Cidr {
   /** The network address. */
   address: string;

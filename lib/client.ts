@@ -6,7 +6,15 @@
  * @module
  */
 
-/** Where a poem is served. */
+/**
+ * Where a poem is served.
+ *
+ * @example
+ * ```ts
+ * import type { PoemAddress } from "./client.ts";
+ * const address: PoemAddress = { hostname: "127.0.0.1", port: 10000 };
+ * ```
+ */
 export interface PoemAddress {
   /** Host name or IP address. */
   hostname: string;

@@ -5,9 +5,25 @@
  * @module
  */
 
-/** Exit code for bad input: wrong options, missing or unreadable poems. */
+/**
+ * Exit code for bad input: wrong options, missing or unreadable poems.
+ *
+ * @example
+ * ```ts
+ * import { EXIT_USAGE } from "./errors.ts";
+ * console.log(EXIT_USAGE); // 2
+ * ```
+ */
 export const EXIT_USAGE = 2;
-/** Exit code for failures at run time: port in use, address not available. */
+/**
+ * Exit code for failures at run time: port in use, address not available.
+ *
+ * @example
+ * ```ts
+ * import { EXIT_RUNTIME } from "./errors.ts";
+ * console.log(EXIT_RUNTIME); // 1
+ * ```
+ */
 export const EXIT_RUNTIME = 1;
 
 /**

@@ -20,7 +20,15 @@ const MIN_BACKOFF_MS = 10;
 /** Longest pause between accept attempts while accepting keeps failing. */
 const MAX_BACKOFF_MS = 1000;
 
-/** Counts of transfers, for the shutdown summary. */
+/**
+ * Counts of transfers, for the shutdown summary.
+ *
+ * @example
+ * ```ts
+ * import type { TransferCounts } from "./listener.ts";
+ * const counts: TransferCounts = { served: 10, cutShort: 1, denied: 0 };
+ * ```
+ */
 export interface TransferCounts {
   /** Transfers that sent the whole poem. */
   served: number;

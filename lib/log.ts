@@ -14,7 +14,15 @@ import {
 } from "@logtape/logtape";
 import type { LogFormat, LogLevelName } from "./options.ts";
 
-/** How to log. */
+/**
+ * How to log.
+ *
+ * @example
+ * ```ts
+ * import type { LogOptions } from "./log.ts";
+ * const options: LogOptions = { level: "debug", format: "json" };
+ * ```
+ */
 export interface LogOptions {
   /** Lowest level written. @default {"info"} */
   level?: LogLevelName;

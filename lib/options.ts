@@ -10,13 +10,38 @@ import { UsageError } from "./errors.ts";
 import { parseCidr } from "./access.ts";
 import type { ServeOptions } from "./server.ts";
 
-/** A log level a user may choose. */
+/**
+ * A log level a user may choose.
+ *
+ * @example
+ * ```ts
+ * import type { LogLevelName } from "./options.ts";
+ * const level: LogLevelName = "warning";
+ * ```
+ */
 export type LogLevelName = "debug" | "info" | "warning" | "error";
 const LOG_LEVELS: LogLevelName[] = ["debug", "info", "warning", "error"];
-/** How log records are written to stderr. */
+/**
+ * How log records are written to stderr.
+ *
+ * @example
+ * ```ts
+ * import type { LogFormat } from "./options.ts";
+ * const format: LogFormat = "json";
+ * ```
+ */
 export type LogFormat = "text" | "json";
 
-/** Everything the command line asks for. */
+/**
+ * Everything the command line asks for.
+ *
+ * @example
+ * ```ts
+ * import { type CommandLine, parseCommandLine } from "./options.ts";
+ * const cli: CommandLine = parseCommandLine(["--delay", "0.5", "poems/"]);
+ * console.log(cli.serve.pace); // { numBytes: 10, delay: 0.5 }
+ * ```
+ */
 export interface CommandLine {
   /** The POEM arguments as given: files or directories. */
   poems: string[];
@@ -28,13 +53,23 @@ export interface CommandLine {
   logFormat: LogFormat;
   /** Re-read a poem when its file changes. @default {false} */
   watch: boolean;
+  /** Also serve the sample poems shipped with the program. @default {false} */
+  samples: boolean;
   /** `--help` was given: print usage and exit. */
   help: boolean;
   /** `--version` was given: print the version and exit. */
   version: boolean;
 }
 
-/** Usage text for `--help`. */
+/**
+ * Usage text for `--help`.
+ *
+ * @example
+ * ```ts
+ * import { USAGE } from "./options.ts";
+ * console.log(USAGE);
+ * ```
+ */
 export const USAGE = `poetry: serve poems over TCP, fast or slow.
 
 Usage:
@@ -58,6 +93,7 @@ Options:
   --allow CIDR          serve only these clients (repeatable)
   --deny CIDR           never serve these clients (repeatable; wins over --allow)
   --watch               re-read a poem when its file changes (SIGHUP always does)
+  --samples             also serve the sample poems shipped with the program
   --log-level LEVEL     debug, info, warning or error (default: info)
   --log-format FORMAT   text or json, one record per line (default: text)
   -h, --help            show this help
@@ -68,6 +104,7 @@ Examples:
   poetry --port 10000 poems/                    ports 10000, 10001, ...
   poetry --port 10000 --num-bytes 30 --delay 0.5 poems/ode-to-the-socket.txt
   poetry --iface ::1 --port 10000 poems/
+  poetry --samples                              the bundled poems (a release binary too)
 
 Exit codes: 0 ok, 1 failure at run time (port in use, ...), 2 bad input.
 `;
@@ -86,6 +123,7 @@ const config = {
     allow: { type: "string", multiple: true },
     deny: { type: "string", multiple: true },
     watch: { type: "boolean" },
+    samples: { type: "boolean" },
     "log-level": { type: "string" },
     "log-format": { type: "string" },
     help: { type: "boolean", short: "h" },
@@ -120,14 +158,15 @@ export function parseCommandLine(args: string[]): CommandLine {
     logLevel: oneOf("--log-level", values["log-level"], LOG_LEVELS, "info"),
     logFormat: oneOf("--log-format", values["log-format"], ["text", "json"], "text"),
     watch: values.watch ?? false,
+    samples: values.samples ?? false,
     help: values.help ?? false,
     version: values.version ?? false,
   };
   if (cli.help || cli.version) return cli;
-  if (positionals.length === 0) {
+  if (positionals.length === 0 && !cli.samples) {
     throw new UsageError(
       "no poem given",
-      "name a poem file or directory, e.g. poetry poems/",
+      "name a poem file or directory, e.g. poetry poems/, or use --samples",
     );
   }
   const serve = cli.serve;

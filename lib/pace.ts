@@ -5,7 +5,15 @@
  * @module
  */
 
-/** How a slow poem is sent: `numBytes` bytes, then a pause of `delay` seconds. */
+/**
+ * How a slow poem is sent: `numBytes` bytes, then a pause of `delay` seconds.
+ *
+ * @example
+ * ```ts
+ * import type { Pace } from "./pace.ts";
+ * const tutorialSlowServer: Pace = { numBytes: 10, delay: 0.1 };
+ * ```
+ */
 export interface Pace {
   /** Bytes per write. @default {10} */
   numBytes: number;
@@ -13,7 +21,18 @@ export interface Pace {
   delay: number;
 }
 
-/** Something the wheel calls once per delay: a paced sender. */
+/**
+ * Something the wheel calls once per delay: a paced sender.
+ *
+ * @example
+ * ```ts
+ * import { type PacedTask, PaceWheel } from "./pace.ts";
+ * const wheel = new PaceWheel(0.5);
+ * const task: PacedTask = { onTick: (now) => console.log("tick at", now) };
+ * wheel.schedule(task);
+ * wheel.clear();
+ * ```
+ */
 export interface PacedTask {
   /**
    * Called once per delay, starting one delay after it was scheduled, with

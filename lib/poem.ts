@@ -13,10 +13,24 @@ import { UsageError } from "./errors.ts";
  * held in memory. 64 MiB keeps a 16 MB poem shared in memory (200 stalled
  * readers then cost no copy each), while a 1 GiB poem costs one block per
  * client instead of a gigabyte of heap.
+ *
+ * @example
+ * ```ts
+ * import { STREAM_THRESHOLD } from "./poem.ts";
+ * console.log(STREAM_THRESHOLD / 2 ** 20); // 64 (MiB)
+ * ```
  */
 export const STREAM_THRESHOLD = 64 * 1024 * 1024;
 
-/** One version of a poem, as a sender sees it for its whole transfer. */
+/**
+ * One version of a poem, as a sender sees it for its whole transfer.
+ *
+ * @example
+ * ```ts
+ * import type { PoemContent } from "./poem.ts";
+ * const content: PoemContent = { path: "inline", size: 3, bytes: new TextEncoder().encode("Hi\n") };
+ * ```
+ */
 export interface PoemContent {
   /** The file it came from. */
   readonly path: string;
@@ -119,6 +133,13 @@ export async function findPoemFiles(args: string[]): Promise<string[]> {
 
 /**
  * Loads every poem the arguments name, in order.
+ *
+ * @example
+ * ```ts
+ * import { loadPoems } from "./poem.ts";
+ * const poems = await loadPoems(["poems/"]);
+ * console.log(poems.map((p) => p.path));
+ * ```
  * @throws {UsageError} as {@linkcode findPoemFiles} and {@linkcode Poem.load}.
  */
 export async function loadPoems(args: string[]): Promise<Poem[]> {

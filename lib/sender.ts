@@ -14,7 +14,15 @@
 import { chunksOf, type PacedTask, type PaceWheel } from "./pace.ts";
 import type { PoemContent } from "./poem.ts";
 
-/** How a transfer ended. */
+/**
+ * How a transfer ended.
+ *
+ * @example
+ * ```ts
+ * import type { Outcome } from "./sender.ts";
+ * const outcome: Outcome = "client left";
+ * ```
+ */
 export type Outcome =
   | "completed"
   | "client left"
@@ -22,7 +30,15 @@ export type Outcome =
   | "cut short"
   | "error";
 
-/** What a transfer did, for the log. */
+/**
+ * What a transfer did, for the log.
+ *
+ * @example
+ * ```ts
+ * import type { SendResult } from "./sender.ts";
+ * const result: SendResult = { sent: 10, total: 500, ms: 1, outcome: "client left" };
+ * ```
+ */
 export interface SendResult {
   /** Bytes handed to the kernel for this client. */
   sent: number;

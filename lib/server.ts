@@ -14,7 +14,15 @@ import { loadPoems, type Poem } from "./poem.ts";
 
 const log = getLogger(["poetry", "server"]);
 
-/** Options for {@linkcode serve}; the command line sets the same ones. */
+/**
+ * Options for {@linkcode serve}; the command line sets the same ones.
+ *
+ * @example
+ * ```ts
+ * import type { ServeOptions } from "./server.ts";
+ * const slow: ServeOptions = { port: 10000, pace: { numBytes: 10, delay: 0.1 }, maxConnections: 1000 };
+ * ```
+ */
 export interface ServeOptions {
   /** Port of the first listener; the next poems get port + 1, + 2, ... 0 picks free ports. @default {0} */
   port?: number;
@@ -34,7 +42,17 @@ export interface ServeOptions {
   deny?: string[];
 }
 
-/** What a shutdown did. */
+/**
+ * What a shutdown did.
+ *
+ * @example
+ * ```ts
+ * import { serve, type ShutdownSummary } from "./server.ts";
+ * const server = await serve(["poems/"], { iface: "127.0.0.1" });
+ * const summary: ShutdownSummary = await server.shutdown();
+ * console.log(summary.served, summary.cutShort);
+ * ```
+ */
 export interface ShutdownSummary extends TransferCounts {
   /** Whether the drain timeout ran out with transfers still going. */
   timedOut: boolean;
@@ -57,7 +75,18 @@ export async function serve(poemArgs: string[], options: ServeOptions = {}): Pro
   return PoetryServer.start(await loadPoems(poemArgs), options);
 }
 
-/** A running server; see {@linkcode serve}. */
+/**
+ * A running server; see {@linkcode serve}.
+ *
+ * @example
+ * ```ts
+ * import { loadPoems } from "./poem.ts";
+ * import { PoetryServer } from "./server.ts";
+ * const server = PoetryServer.start(await loadPoems(["poems/"]), { iface: "127.0.0.1" });
+ * await server.reload();
+ * await server.shutdown(1);
+ * ```
+ */
 export class PoetryServer {
   /** One listener per poem, in the order the poems were given. */
   readonly listeners: readonly PoemListener[];

@@ -10,7 +10,15 @@ import type { PoetryServer, ShutdownSummary } from "./server.ts";
 
 const log = getLogger(["poetry", "service"]);
 
-/** What {@linkcode runAsService} listens for besides signals. */
+/**
+ * What {@linkcode runAsService} listens for besides signals.
+ *
+ * @example
+ * ```ts
+ * import type { ServiceOptions } from "./service.ts";
+ * const options: ServiceOptions = { watch: true };
+ * ```
+ */
 export interface ServiceOptions {
   /** Re-read a poem when its file changes. @default {false} */
   watch?: boolean;

@@ -359,6 +359,21 @@ Deno.test({
   },
 });
 
+Deno.test("--samples serves the poems shipped with the program (embedded in a binary)", async () => {
+  const names = [...Deno.readDirSync(`${ROOT}/poems`)].map((e) => e.name).sort();
+  const server = await startServer(["--samples", "--iface", "127.0.0.1"], {
+    listeners: names.length,
+  });
+  try {
+    for (const [i, address] of server.addresses.entries()) {
+      assert.ok(server.lines[i].includes(`poems/${names[i]} on `), server.lines[i]);
+      assert.deepEqual(await fetchBytes(address), await Deno.readFile(`${ROOT}/poems/${names[i]}`));
+    }
+  } finally {
+    await server.stop();
+  }
+});
+
 async function findNc(): Promise<string | undefined> {
   for (const name of ["nc", "ncat", "netcat"]) {
     try {

@@ -1,0 +1,25 @@
+// The README is part of the product: its library example runs as written.
+
+import assert from "node:assert/strict";
+import { ROOT } from "./helpers.ts";
+
+Deno.test("readme: the 'Use as a library' example runs as written", async () => {
+  const readme = await Deno.readTextFile(`${ROOT}/README.md`);
+  const section = readme.slice(readme.indexOf("## Use as a library"));
+  const code = /```ts\n([\s\S]*?)```/.exec(section)![1];
+  const example = `${ROOT}/.readme-example-${crypto.randomUUID()}.ts`;
+  await Deno.writeTextFile(example, code);
+  try {
+    const { code: exit, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-net", "--allow-read", example],
+      cwd: ROOT,
+    }).output();
+    const out = new TextDecoder().decode(stdout);
+    assert.equal(exit, 0, new TextDecoder().decode(stderr));
+    const samples = [...Deno.readDirSync(`${ROOT}/poems`)].length;
+    assert.equal(out.match(/^poems\/.+: \d+ bytes on port \d+$/gm)?.length, samples, out);
+    assert.match(out, new RegExp(`^served ${samples}, cut short 0$`, "m"));
+  } finally {
+    await Deno.remove(example);
+  }
+});
