@@ -6,8 +6,10 @@
  */
 
 import {
+  EXIT_RUNTIME,
   formatAddress,
   parseCommandLine,
+  PoetryError,
   runAsService,
   serve,
   setupLogging,
@@ -45,13 +47,9 @@ if (import.meta.main) {
     Deno.exit(await main(Deno.args));
   } catch (err) {
     // Bad input and start-up failures are one or two plain lines, not a trace.
-    const { message, hint, exitCode } = err as {
-      message?: string;
-      hint?: string;
-      exitCode?: number;
-    };
-    console.error(`error: ${message ?? err}`);
-    if (hint) console.error(`  ${hint}`);
-    Deno.exit(exitCode ?? 1);
+    const known = err instanceof PoetryError;
+    console.error(`error: ${err instanceof Error ? err.message : err}`);
+    if (known && err.hint) console.error(`  ${err.hint}`);
+    Deno.exit(known ? err.exitCode : EXIT_RUNTIME);
   }
 }

@@ -147,7 +147,19 @@ export class PoemListener {
   /** Accepts and serves clients until {@linkcode close}; resolves then. */
   async serve(): Promise<void> {
     this.#startSweeper();
-    for await (const conn of this.#accepted()) this.#handle(conn);
+    for await (const conn of this.#accepted()) {
+      try {
+        this.#handle(conn);
+      } catch (err) {
+        // One connection's failure must not end the accept loop.
+        log.error("Could not serve a connection: {error}", { error: String(err) });
+        try {
+          conn.close();
+        } catch {
+          // Closed already.
+        }
+      }
+    }
   }
 
   /** Stops accepting: new connections are refused. Transfers in flight go on. */

@@ -13,7 +13,7 @@
 
 export { AccessList, type Cidr, parseCidr } from "./access.ts";
 export { fetchPoem, parseAddress, type PoemAddress } from "./client.ts";
-export { EXIT_RUNTIME, EXIT_USAGE, StartupError, UsageError } from "./errors.ts";
+export { EXIT_RUNTIME, EXIT_USAGE, PoetryError, StartupError, UsageError } from "./errors.ts";
 export { ConnectionGate, formatAddress, PoemListener, type TransferCounts } from "./listener.ts";
 export { type LogOptions, setupLogging } from "./log.ts";
 export {
