@@ -11,7 +11,8 @@
 import { fetchPoem, type PoemAddress } from "../lib/client.ts";
 
 /** The repository root; servers run with it as their working directory. */
-export const ROOT: string = new URL("..", import.meta.url).pathname.replace(/^\/([A-Za-z]:)/, "$1");
+export const ROOT: string = decodeURIComponent(new URL("..", import.meta.url).pathname)
+  .replace(/^\/([A-Za-z]:)/, "$1");
 
 /** Whether the tests run against a command named by `POETRY_SERVER`. */
 export const CUSTOM_SERVER: boolean = Boolean(Deno.env.get("POETRY_SERVER"));
