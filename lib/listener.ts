@@ -83,15 +83,15 @@ export class ConnectionGate {
 
   /** Waits for a free slot and takes it. */
   async reserve(): Promise<void> {
-    if (this.#open >= this.max) {
+    while (this.#open >= this.max) {
+      await new Promise<void>((resolve) => this.#waiters.push(resolve));
+    }
+    // Logged once each time the cap is reached, not for every client after.
+    if (++this.#open === this.max) {
       log.info("At the cap of {max} connections; accepting resumes when one ends.", {
         max: this.max,
       });
-      while (this.#open >= this.max) {
-        await new Promise<void>((resolve) => this.#waiters.push(resolve));
-      }
     }
-    this.#open++;
   }
 
   /** Gives a slot back. */
@@ -126,8 +126,8 @@ export class PoemListener {
 
   readonly #listener: Deno.Listener;
   readonly #options: PoemListenerOptions;
-  readonly #active = new Set<PoemSender>();
-  readonly #finished = new Set<Promise<void>>();
+  /** Transfers in flight, each with the promise that settles when it is recorded. */
+  readonly #active = new Map<PoemSender, Promise<void>>();
   #closed = false;
   #sweeper?: ReturnType<typeof setInterval>;
 
@@ -176,17 +176,20 @@ export class PoemListener {
   /**
    * Waits up to `timeout` seconds for transfers in flight, then cuts short
    * whatever remains. Call after {@linkcode close}.
+   * @returns how many transfers the timeout cut short.
    */
-  async drain(timeout: number): Promise<void> {
+  async drain(timeout: number): Promise<number> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const expired = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, timeout * 1000);
     });
-    await Promise.race([Promise.all(this.#finished), expired]);
+    await Promise.race([Promise.all(this.#active.values()), expired]);
     clearTimeout(timer);
-    for (const sender of this.#active) sender.abort("cut short");
-    await Promise.all(this.#finished);
+    const remaining = [...this.#active];
+    for (const [sender] of remaining) sender.abort("cut short");
+    await Promise.all(remaining.map(([, recorded]) => recorded));
     clearInterval(this.#sweeper);
+    return remaining.length;
   }
 
   /**
@@ -235,14 +238,14 @@ export class PoemListener {
       return;
     }
     const sender = new PoemSender(conn, this.poem.content, this.#options);
-    this.#active.add(sender);
-    const finished = sender.run().then((result) => {
-      this.#active.delete(sender);
-      this.#finished.delete(finished);
-      this.#options.gate?.release();
-      this.#record(peer, result);
-    });
-    this.#finished.add(finished);
+    this.#active.set(
+      sender,
+      sender.run().then((result) => {
+        this.#active.delete(sender);
+        this.#options.gate?.release();
+        this.#record(peer, result);
+      }),
+    );
   }
 
   #record(peer: Deno.NetAddr, result: SendResult): void {
@@ -270,7 +273,7 @@ export class PoemListener {
     if (timeout <= 0) return;
     this.#sweeper = setInterval(() => {
       const now = performance.now();
-      for (const sender of this.#active) {
+      for (const sender of this.#active.keys()) {
         const since = sender.writingSince;
         if (since !== undefined && now - since > timeout) sender.abort("timed out");
       }

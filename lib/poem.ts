@@ -6,6 +6,7 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
 import { UsageError } from "./errors.ts";
 
 /**
@@ -81,7 +82,7 @@ export class Poem {
   async reload(): Promise<boolean> {
     const next = await readContent(this.path);
     const changed = next.size !== this.#content.size || !next.bytes ||
-      !this.#content.bytes || !sameBytes(next.bytes, this.#content.bytes);
+      !this.#content.bytes || !view(next.bytes).equals(this.#content.bytes);
     this.#content = next;
     return changed;
   }
@@ -202,8 +203,8 @@ function joinPath(dir: string, name: string): string {
   return /[\\/]$/.test(dir) ? dir + name : `${dir}/${name}`;
 }
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+// node:buffer's equals compares natively; a Buffer view of the same memory,
+// not a copy (Buffer.from(uint8Array) would copy the poem).
+function view(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }

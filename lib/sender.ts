@@ -193,7 +193,8 @@ export class PoemSender implements PacedTask {
       const n = await this.conn.write(at === 0 ? chunk : chunk.subarray(at));
       at += n;
       this.sent += n;
-      this.#writingSince = performance.now();
+      // Progress restarts the write timeout; a finished write needs no clock.
+      if (at < chunk.length) this.#writingSince = performance.now();
     }
     this.#writingSince = undefined;
   }
@@ -215,8 +216,8 @@ export class PoemSender implements PacedTask {
     return this.#done.promise;
   }
 
-  // Paced writes chain callbacks instead of an async function per write:
-  // at 100,000 writes a second the saved promise per write shows.
+  // Paced writes chain callbacks rather than an async function per write:
+  // one promise per write instead of two, at up to 100,000 writes a second.
   #writeChunk(now: number): void {
     if (this.sent >= this.content.size) {
       this.#done!.resolve();
