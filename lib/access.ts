@@ -30,7 +30,8 @@ export interface Cidr {
 
 /**
  * Parses `ADDRESS` or `ADDRESS/PREFIX`, IPv4 or IPv6. A bare address is a
- * block of one. Returns `undefined` for anything else.
+ * block of one. Returns `undefined` for anything else, including an IPv6
+ * zone id (`fe80::1%lo`), which `node:net`'s BlockList cannot match.
  *
  * @example
  * ```ts
@@ -47,7 +48,15 @@ export function parseCidr(text: string): Cidr | undefined {
   const bits = version === 4 ? 32 : 128;
   const prefix = match[2] === undefined ? bits : Number(match[2]);
   if (prefix > bits) return undefined;
-  return { address: match[1], prefix, family: version === 4 ? "ipv4" : "ipv6" };
+  const cidr: Cidr = { address: match[1], prefix, family: version === 4 ? "ipv4" : "ipv6" };
+  // isIP accepts what BlockList refuses (zone ids: fe80::1%lo), so ask the
+  // BlockList that will match clients, or the server fails after validation.
+  try {
+    new BlockList().addSubnet(cidr.address, cidr.prefix, cidr.family);
+  } catch {
+    return undefined;
+  }
+  return cidr;
 }
 
 /**

@@ -270,10 +270,12 @@ function cidrs(name: string, texts: string[] | undefined): string[] | undefined 
   if (texts === undefined) return undefined;
   for (const text of texts) {
     if (parseCidr(text) === undefined) {
-      throw new UsageError(
-        `${name} needs an address or CIDR block, got '${text}'`,
-        `use e.g. ${name} 127.0.0.0/8 or ${name} ::1/128`,
-      );
+      // fe80::1%lo works with ping and ssh, so say why it does not work here.
+      const zone = /%[^/]*/.exec(text)?.[0];
+      const hint = zone
+        ? `zone ids like ${zone} are not supported; use e.g. ${name} ${text.replace(zone, "")}`
+        : `use e.g. ${name} 127.0.0.0/8 or ${name} ::1/128`;
+      throw new UsageError(`${name} needs an address or CIDR block, got '${text}'`, hint);
     }
   }
   return texts;

@@ -14,6 +14,9 @@ Deno.test("access: CIDR text is parsed for IPv4 and IPv6, and nonsense is refuse
       "10.0.0.0/",
       "host.example",
       "1.2.3.4/8/8",
+      // isIP accepts zone ids, but BlockList, which matches clients, does not.
+      "fe80::1%lo",
+      "fe80::1%eth0/64",
     ]
   ) {
     assert.equal(parseCidr(bad), undefined, bad);
@@ -39,4 +42,11 @@ Deno.test("access: an IPv4-mapped IPv6 peer matches IPv4 blocks", () => {
   const access = new AccessList({ deny: ["127.0.0.0/8"] });
   assert.equal(access.permits("::ffff:127.0.0.1"), false);
   assert.equal(access.permits("::ffff:192.0.2.1"), true);
+});
+
+Deno.test("access: every block parseCidr accepts builds an AccessList", () => {
+  for (const text of ["10.0.0.0/8", "::1", "fe80::/10", "::ffff:127.0.0.1", "FE80::1/64"]) {
+    assert.ok(parseCidr(text), text);
+    new AccessList({ allow: [text], deny: [text] });
+  }
 });

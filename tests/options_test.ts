@@ -66,6 +66,20 @@ Deno.test("options: --delay alone means --num-bytes 10; --num-bytes alone stays 
   });
 });
 
+Deno.test("options: an IPv6 zone id is refused with a hint that says so", () => {
+  for (const name of ["--allow", "--deny"]) {
+    assert.throws(() => parseCommandLine([name, "fe80::1%lo", "p"]), (err: unknown) => {
+      assert.ok(err instanceof UsageError);
+      assert.match(
+        err.message,
+        new RegExp(`${name} needs an address or CIDR block, got 'fe80::1%lo'`),
+      );
+      assert.match(err.hint ?? "", /zone ids like %lo are not supported/);
+      return true;
+    });
+  }
+});
+
 Deno.test("options: --help and --version need no poem", () => {
   assert.equal(parseCommandLine(["--help"]).help, true);
   assert.equal(parseCommandLine(["-V"]).version, true);
