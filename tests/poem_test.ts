@@ -1,7 +1,52 @@
 import assert from "node:assert/strict";
-import { findPoemFiles, loadPoems, Poem } from "../lib/poem.ts";
+import { configureSync, type LogRecord, resetSync } from "@logtape/logtape";
+import { explainReadError, findPoemFiles, loadPoems, Poem } from "../lib/poem.ts";
 import { UsageError } from "../lib/errors.ts";
 import { makePoems } from "./helpers.ts";
+
+/** Runs `fn` with the `poetry.poem` warnings collected as plain text. */
+async function collectWarnings(fn: () => Promise<unknown>): Promise<string[]> {
+  const warnings: string[] = [];
+  const sink = (record: LogRecord) => warnings.push(record.message.map(String).join(""));
+  configureSync({
+    sinks: { sink },
+    loggers: [
+      { category: ["poetry", "poem"], lowestLevel: "warning", sinks: ["sink"] },
+      { category: ["logtape", "meta"], lowestLevel: "error", sinks: [] },
+    ],
+  });
+  try {
+    await fn();
+  } finally {
+    resetSync();
+  }
+  return warnings;
+}
+
+/**
+ * A directory of poems with entries that cannot be served beside them: a
+ * dangling symlink, a name that is not UTF-8, a FIFO, a socket, a subdirectory.
+ */
+async function makeBadEntries(good: Record<string, string>) {
+  const poems = await makePoems(good);
+  await Deno.symlink(poems.path("gone.txt"), poems.path("dangling.txt"));
+  // Deno takes paths as strings, so only a shell can make a byte 0xff name.
+  const made = await new Deno.Command("sh", {
+    args: ["-c", 'printf bad > "$1/$(printf "\\377").txt" && mkfifo "$1/fifo"', "sh", poems.dir],
+  }).output();
+  assert.ok(made.success, new TextDecoder().decode(made.stderr));
+  const socket = Deno.listen({ transport: "unix", path: poems.path("socket") });
+  await Deno.mkdir(poems.path("sub"));
+  return {
+    ...poems,
+    async cleanup() {
+      socket.close();
+      await poems.cleanup();
+    },
+  };
+}
+
+const unixOnly = Deno.build.os === "windows";
 
 Deno.test("poem: a directory expands to its regular files, sorted, dotfiles skipped", async () => {
   const poems = await makePoems({ "b.txt": "b", "a.txt": "a", ".x": "x", "B.txt": "B" });
@@ -45,4 +90,95 @@ Deno.test("poem: missing paths and empty directories are usage errors", async ()
   } finally {
     await poems.cleanup();
   }
+});
+
+Deno.test({
+  name: "poem: a directory skips what cannot be served, with a warning naming each entry",
+  ignore: unixOnly,
+  async fn() {
+    // U+FFFD spelt in valid UTF-8 is a fine name; only undecodable bytes are not.
+    const poems = await makeBadEntries({ "good.txt": "good\n", "\ufffd.txt": "odd name\n" });
+    try {
+      let found: string[] = [];
+      const warnings = await collectWarnings(async () => {
+        found = await findPoemFiles([poems.dir]);
+      });
+      assert.deepEqual(found, [poems.path("good.txt"), poems.path("\ufffd.txt")]);
+      const expected: [string, RegExp][] = [
+        ["dangling.txt", /dangling symlink/],
+        ["\ufffd.txt", /not valid UTF-8/],
+        ["fifo", /a FIFO/],
+        ["socket", /a socket/],
+      ];
+      assert.equal(warnings.length, expected.length, warnings.join("\n"));
+      for (const [name, reason] of expected) {
+        const warning = warnings.find((w) => w.startsWith(`Skipping ${poems.path(name)}: `));
+        assert.ok(warning, `no warning for ${name} in:\n${warnings.join("\n")}`);
+        assert.match(warning, reason);
+      }
+      const loaded = await loadPoems([poems.dir]);
+      assert.deepEqual(loaded.map((p) => p.path), found);
+      assert.equal(new TextDecoder().decode(loaded[0].content.bytes), "good\n");
+    } finally {
+      await poems.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "poem: a directory with nothing servable left is a usage error",
+  ignore: unixOnly,
+  async fn() {
+    const poems = await makeBadEntries({});
+    try {
+      await assert.rejects(() => findPoemFiles([poems.dir]), (err: unknown) => {
+        assert.ok(err instanceof UsageError);
+        assert.match(err.message, /no poems in directory/);
+        assert.match(err.hint ?? "", /4 entries .*skipped/);
+        return true;
+      });
+      await assert.rejects(() => loadPoems([poems.dir]), /no poems in directory/);
+    } finally {
+      await poems.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "poem: a bad poem named directly still fails at once, and a FIFO is never opened",
+  ignore: unixOnly,
+  async fn() {
+    const poems = await makeBadEntries({ "good.txt": "good\n" });
+    try {
+      for (
+        const [name, message] of [["dangling.txt", /poem not found/], ["fifo", /regular file/]]
+      ) {
+        await assert.rejects(
+          () => loadPoems([poems.path("good.txt"), poems.path(name as string)]),
+          message as RegExp,
+        );
+      }
+    } finally {
+      await poems.cleanup();
+    }
+  },
+});
+
+Deno.test("poem: a file Deno keeps from --allow-read is called special, not a missing flag", () => {
+  // Deno 2 guards /proc/self, /dev/stdin and the like behind --allow-all.
+  const special = explainReadError(
+    "/proc/self/status",
+    new Deno.errors.NotCapable(
+      'Requires all access to "/proc/self/status", run again with the --allow-all flag',
+    ),
+  );
+  assert.equal(special.message, "/proc/self/status is a special file; poetry serves regular files");
+  assert.doesNotMatch(special.hint ?? "", /--allow/);
+  const flag = explainReadError(
+    "poems/a.txt",
+    new Deno.errors.NotCapable(
+      'Requires read access to "poems/a.txt", run again with the --allow-read flag',
+    ),
+  );
+  assert.match(flag.hint ?? "", /--allow-read/);
 });

@@ -2,7 +2,7 @@
 // a distinct exit code (2 bad input, 1 run time), never a stack trace.
 
 import assert from "node:assert/strict";
-import { CUSTOM_SERVER, makePoems, runServer, startServer } from "../helpers.ts";
+import { CUSTOM_SERVER, fetchBytes, makePoems, runServer, startServer } from "../helpers.ts";
 
 /** Asserts a clean failure: exit code, `error:` first line, no trace, no stdout. */
 export function assertCleanFailure(
@@ -21,6 +21,9 @@ export function assertCleanFailure(
 
 const poems = await makePoems({ "ok.txt": "fine\n", "secret.txt": "hidden\n" });
 await Deno.mkdir(poems.path("empty"));
+if (Deno.build.os !== "windows") {
+  await new Deno.Command("mkfifo", { args: [poems.path("fifo")] }).output();
+}
 // Windows has no file modes to take away (that test is skipped there).
 if (Deno.build.os !== "windows") await Deno.chmod(poems.path("secret.txt"), 0o000);
 
@@ -58,6 +61,11 @@ const usageCases: [string, string[], RegExp][] = [
     ["--allow", "10.0.0.0/99", poems.path("ok.txt")],
     /--allow needs an address or CIDR/,
   ],
+  [
+    "an IPv6 zone id, which node's isIP takes but BlockList does not",
+    ["--allow", "fe80::1%lo", poems.path("ok.txt")],
+    /--allow needs an address or CIDR block, got 'fe80::1%lo'\n {2}zone ids like %lo are not supported/,
+  ],
 ];
 
 for (const [what, args, message] of usageCases) {
@@ -66,14 +74,15 @@ for (const [what, args, message] of usageCases) {
   });
 }
 
+// Root reads anything; drop the capabilities that let it, where setpriv exists.
+const wrapper = Deno.build.os !== "windows" && Deno.uid() === 0
+  ? ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+  : [];
+
 Deno.test({
   name: "bad input, exit 2: a file the user may not read",
-  // Root reads anything; drop the capabilities that let it, where setpriv exists.
   ignore: Deno.build.os === "windows",
   async fn() {
-    const wrapper = Deno.uid() === 0
-      ? ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
-      : [];
     const result = await runServer([poems.path("secret.txt")], { wrapper });
     assertCleanFailure(result, 2, /cannot read .*secret\.txt: permission denied/);
   },
@@ -88,6 +97,98 @@ Deno.test({
     assertCleanFailure(result, 2, /--allow-read/);
   },
 });
+
+Deno.test({
+  name: "bad input, exit 2: a poem that is not a regular file says so, not --allow-read",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    // /proc/self/* is a NotCapable under --allow-read in Deno 2, not a missing flag.
+    const special = Deno.build.os === "linux" ? ["/proc/self/status"] : [];
+    for (const path of [...special, "/dev/zero", poems.path("fifo")]) {
+      const result = await runServer([path]);
+      assertCleanFailure(result, 2, /is a special file|is not a regular file/);
+      assert.match(result.stderr, new RegExp(`^error: ${RegExp.escape(path)} `), result.stderr);
+      assert.doesNotMatch(result.stderr, /--allow-read/);
+    }
+  },
+});
+
+Deno.test({
+  name: "a directory with bad entries serves the good poem and warns about each bad one",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    const mixed = await makeBadEntries({ "good.txt": "a good poem\n" });
+    try {
+      const server = await startServer(["--iface", "127.0.0.1", mixed.dir], { wrapper });
+      try {
+        assert.equal(server.lines.length, 1, server.lines.join("\n"));
+        assert.match(server.lines[0], /good\.txt/);
+        const bytes = await fetchBytes(server.addresses[0]);
+        assert.deepEqual(bytes, new TextEncoder().encode("a good poem\n"));
+        for (const name of mixed.badNames) {
+          assert.match(
+            server.stderr(),
+            new RegExp(`WRN.*Skipping ${RegExp.escape(mixed.path(name))}: `),
+          );
+        }
+        assert.match(server.stderr(), /Skipping .*proc\.txt: .*is a special file/);
+      } finally {
+        await server.stop();
+      }
+    } finally {
+      await mixed.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "bad input, exit 2: a directory whose every entry is bad",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    const bad = await makeBadEntries({});
+    try {
+      const result = await runServer([bad.dir], { wrapper });
+      assert.equal(result.code, 2, result.stderr);
+      // The warnings go through the log sink, the error through console.error:
+      // only the error line and its hint are required to be adjacent.
+      const lines = result.stderr.trimEnd().split("\n");
+      const at = lines.findIndex((line) => line.startsWith("error: "));
+      assert.equal(lines[at], `error: no poems in directory ${bad.dir}`, result.stderr);
+      assert.match(lines[at + 1], /^ {2}5 entries were skipped/);
+      const warnings = lines.filter((_, i) => i !== at && i !== at + 1);
+      assert.equal(warnings.length, bad.badNames.length, result.stderr);
+      for (const name of bad.badNames) {
+        const prefix = new RegExp(
+          `\\[WRN\\] poetry\\.poem: Skipping ${RegExp.escape(bad.path(name))}: `,
+        );
+        assert.ok(warnings.some((w) => prefix.test(w)), `${name} not named in:\n${result.stderr}`);
+      }
+      assert.doesNotMatch(result.stderr, /^\s+at /m, "no stack trace");
+      assert.equal(result.stdout, "");
+    } finally {
+      await bad.cleanup();
+    }
+  },
+});
+
+/**
+ * A directory of poems beside entries that cannot be served: a dangling
+ * symlink, a name that is not UTF-8, a FIFO, a file nobody may read, and a
+ * symlink to a file Deno keeps from --allow-read.
+ */
+async function makeBadEntries(good: Record<string, string>) {
+  const dir = await makePoems({ ...good, "secret.txt": "hidden\n" });
+  await Deno.chmod(dir.path("secret.txt"), 0o000);
+  await Deno.symlink(dir.path("gone.txt"), dir.path("dangling.txt"));
+  await Deno.symlink("/proc/self/status", dir.path("proc.txt"));
+  // Deno takes paths as strings, so only a shell can make a byte 0xff name.
+  const made = await new Deno.Command("sh", {
+    args: ["-c", 'printf bad > "$1/$(printf "\\377").txt" && mkfifo "$1/fifo"', "sh", dir.dir],
+  }).output();
+  assert.ok(made.success, new TextDecoder().decode(made.stderr));
+  const badNames = ["dangling.txt", "\ufffd.txt", "fifo", "secret.txt", "proc.txt"];
+  return { ...dir, badNames };
+}
 
 Deno.test("run-time failure, exit 1: the port is in use", async () => {
   const server = await startServer(["--iface", "127.0.0.1", poems.path("ok.txt")]);
