@@ -1,7 +1,8 @@
 /**
  * One listening socket and its lifecycle: the accept loop (which survives
- * accept errors), the connection cap, access control, the write timeout,
- * and draining on shutdown. What is sent is the sender's business.
+ * accept errors), the connection cap, access control, the clocks of its
+ * transfers (write timeout, lingering close), and draining on shutdown.
+ * What is sent is the sender's business.
  *
  * @module
  */
@@ -10,32 +11,48 @@ import { getLogger } from "@logtape/logtape";
 import type { AccessList } from "./access.ts";
 import type { PaceWheel } from "./pace.ts";
 import type { Poem } from "./poem.ts";
-import { PoemSender, type SendResult } from "./sender.ts";
+import { type Outcome, OUTCOMES, PoemSender, type SendResult } from "./sender.ts";
 
 const log = getLogger(["poetry", "listener"]);
 const connectionLog = getLogger(["poetry", "connection"]);
 
-/** First pause after a failed accept; it doubles up to {@linkcode MAX_BACKOFF_MS}. */
+/** First pause after accept ran out of resources; it doubles up to {@linkcode MAX_BACKOFF_MS}. */
 const MIN_BACKOFF_MS = 10;
-/** Longest pause between accept attempts while accepting keeps failing. */
+/** Longest pause between accept attempts while resources stay exhausted. */
 const MAX_BACKOFF_MS = 1000;
+/**
+ * Accept errors that mean the process or system is out of something; only
+ * these pause the accept loop. Anything else belongs to one connection (a
+ * client that reset while it waited in the backlog makes accept fail with
+ * ENOTCONN) and is skipped at once: a port scanner must not stall everyone.
+ */
+const OUT_OF_RESOURCES = new Set(["EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"]);
+/** How often the listener checks its transfers' clocks. */
+const SWEEP_MS = 500;
 
 /**
- * Counts of transfers, for the shutdown summary.
+ * Transfers by how they ended, and clients denied by `--allow`/`--deny`.
  *
  * @example
  * ```ts
- * import type { TransferCounts } from "./listener.ts";
- * const counts: TransferCounts = { served: 10, cutShort: 1, denied: 0 };
+ * import { emptyCounts, type TransferCounts } from "./listener.ts";
+ * const counts: TransferCounts = emptyCounts();
+ * counts.completed++;
  * ```
  */
-export interface TransferCounts {
-  /** Transfers that sent the whole poem. */
-  served: number;
-  /** Transfers that ended early: client left, timed out, cut short, error. */
-  cutShort: number;
-  /** Clients closed without a byte by `--allow`/`--deny`. */
-  denied: number;
+export type TransferCounts = Record<Outcome | "denied", number>;
+
+/**
+ * Counts of zero for every outcome.
+ *
+ * @example
+ * ```ts
+ * import { emptyCounts } from "./listener.ts";
+ * console.log(emptyCounts().completed); // 0
+ * ```
+ */
+export function emptyCounts(): TransferCounts {
+  return Object.fromEntries([...OUTCOMES, "denied"].map((key) => [key, 0])) as TransferCounts;
 }
 
 /** What a listener needs besides its socket and poem. */
@@ -46,58 +63,76 @@ export interface PoemListenerOptions {
   numBytes?: number;
   /** Who may be served; everyone when absent. */
   access?: AccessList;
-  /** Shared cap on open connections; none when absent. */
+  /** Shared cap on transfers in progress; none when absent. */
   gate?: ConnectionGate;
   /** Drop a client that takes no bytes for this many seconds; 0 disables. @default {30} */
   writeTimeout?: number;
 }
 
 /**
- * A cap on connections open at once, shared by all listeners. A listener
- * reserves a slot before it accepts, so at the cap it stops accepting and
- * the kernel's backlog holds new clients until a slot frees up.
+ * A cap on transfers in progress, shared by all listeners. A listener takes
+ * a slot after it accepts a client and before it sends a byte; at the cap,
+ * it holds that one client and stops accepting, so the kernel's backlog holds
+ * the rest. Slots are handed out in the order they were asked for, so no
+ * listener starves another.
  *
  * @example
  * ```ts
  * import { ConnectionGate } from "./listener.ts";
  * const gate = new ConnectionGate(10);
- * await gate.reserve();
- * gate.release();
+ * if (await gate.reserve()) gate.release();
  * ```
  */
 export class ConnectionGate {
-  /** Most connections open at once. */
+  /** Most transfers in progress at once. */
   readonly max: number;
   #open = 0;
   #waiters: (() => void)[] = [];
 
-  /** A gate for at most `max` connections. */
+  /** A gate for at most `max` transfers. */
   constructor(max: number) {
     this.max = max;
   }
 
-  /** Slots reserved or in use. */
+  /** Slots in use. */
   get open(): number {
     return this.#open;
   }
 
-  /** Waits for a free slot and takes it. */
-  async reserve(): Promise<void> {
-    while (this.#open >= this.max) {
-      await new Promise<void>((resolve) => this.#waiters.push(resolve));
+  /**
+   * Waits for a free slot and takes it.
+   * @returns `false`, without a slot, when `signal` aborts first.
+   */
+  async reserve(signal?: AbortSignal): Promise<boolean> {
+    if (signal?.aborted) return false;
+    if (this.#open < this.max) {
+      // Logged once each time the cap is reached, not for every client after.
+      if (++this.#open === this.max) {
+        log.info("At the cap of {max} transfers; the next client waits for one to end.", {
+          max: this.max,
+        });
+      }
+      return true;
     }
-    // Logged once each time the cap is reached, not for every client after.
-    if (++this.#open === this.max) {
-      log.info("At the cap of {max} connections; accepting resumes when one ends.", {
-        max: this.max,
-      });
-    }
+    return await new Promise<boolean>((resolve) => {
+      const granted = () => {
+        signal?.removeEventListener("abort", giveUp);
+        resolve(true);
+      };
+      const giveUp = () => {
+        this.#waiters.splice(this.#waiters.indexOf(granted), 1);
+        resolve(false);
+      };
+      this.#waiters.push(granted);
+      signal?.addEventListener("abort", giveUp, { once: true });
+    });
   }
 
-  /** Gives a slot back. */
+  /** Gives a slot back, straight to the longest waiter if there is one. */
   release(): void {
-    this.#open--;
-    this.#waiters.shift()?.();
+    const next = this.#waiters.shift();
+    if (next) next();
+    else this.#open--;
   }
 }
 
@@ -121,14 +156,17 @@ export class PoemListener {
   readonly poem: Poem;
   /** The address it listens on. */
   readonly addr: Deno.NetAddr;
-  /** Transfers so far. */
-  readonly counts: TransferCounts = { served: 0, cutShort: 0, denied: 0 };
+  /** Transfers so far, by outcome. */
+  readonly counts: TransferCounts = emptyCounts();
+  /** Accepts that failed (a client gone before it was accepted, no descriptors left, ...). */
+  acceptErrors = 0;
 
   readonly #listener: Deno.Listener;
   readonly #options: PoemListenerOptions;
   /** Transfers in flight, each with the promise that settles when it is recorded. */
   readonly #active = new Map<PoemSender, Promise<void>>();
-  #closed = false;
+  /** Aborts a wait for a slot at the cap when the listener closes. */
+  readonly #closing = new AbortController();
   #sweeper?: ReturnType<typeof setInterval>;
 
   /** Wraps a listening socket; call {@linkcode serve} to start accepting. */
@@ -153,24 +191,17 @@ export class PoemListener {
       } catch (err) {
         // One connection's failure must not end the accept loop.
         log.error("Could not serve a connection: {error}", { error: String(err) });
-        try {
-          conn.close();
-        } catch {
-          // Closed already.
-        }
+        this.#options.gate?.release();
+        closeQuietly(conn);
       }
     }
   }
 
   /** Stops accepting: new connections are refused. Transfers in flight go on. */
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    try {
-      this.#listener.close();
-    } catch {
-      // Already closed.
-    }
+    if (this.#closing.signal.aborted) return;
+    this.#closing.abort();
+    closeQuietly(this.#listener);
   }
 
   /**
@@ -194,22 +225,31 @@ export class PoemListener {
 
   /**
    * The accept loop. A bare `for await (const conn of listener)` ends on the
-   * first accept error (EMFILE, for one); this logs it, backs off, and goes
-   * on, and at the connection cap it stops accepting until a slot frees.
+   * first accept error; this skips errors that belong to one connection at
+   * once, backs off while resources are exhausted, and at the connection cap
+   * holds the accepted client until a slot frees.
    */
   async *#accepted(): AsyncGenerator<Deno.Conn> {
     let backoff = MIN_BACKOFF_MS;
-    while (!this.#closed) {
-      await this.#options.gate?.reserve();
+    const closing = this.#closing.signal;
+    while (!closing.aborted) {
       let conn: Deno.Conn;
       try {
         conn = await this.#listener.accept();
       } catch (err) {
-        this.#options.gate?.release();
-        if (this.#closed) return;
+        if (closing.aborted) return;
+        this.acceptErrors++;
+        const error = err instanceof Error ? err.message : String(err);
+        if (!OUT_OF_RESOURCES.has((err as { code?: string }).code ?? "")) {
+          log.debug("A client on {address} was gone before it was accepted: {error}.", {
+            address: formatAddress(this.addr),
+            error,
+          });
+          continue;
+        }
         log.warning("Accepting on {address} failed: {error}; retrying in {ms} ms.", {
           address: formatAddress(this.addr),
-          error: err instanceof Error ? err.message : String(err),
+          error,
           ms: backoff,
         });
         await new Promise((resolve) => setTimeout(resolve, backoff));
@@ -217,6 +257,17 @@ export class PoemListener {
         continue;
       }
       backoff = MIN_BACKOFF_MS;
+      if (this.#options.gate && !(await this.#options.gate.reserve(closing))) {
+        // Shutting down while this client waited for a slot: it gets nothing.
+        closeQuietly(conn);
+        this.#record(conn.remoteAddr as Deno.NetAddr, {
+          sent: 0,
+          total: this.poem.content.size,
+          ms: 0,
+          outcome: "cut short",
+        });
+        return;
+      }
       yield conn;
     }
   }
@@ -224,11 +275,7 @@ export class PoemListener {
   #handle(conn: Deno.Conn): void {
     const peer = conn.remoteAddr as Deno.NetAddr;
     if (this.#options.access && !this.#options.access.permits(peer.hostname)) {
-      try {
-        conn.close();
-      } catch {
-        // The client is gone already.
-      }
+      closeQuietly(conn);
       this.#options.gate?.release();
       this.counts.denied++;
       connectionLog.info("{peer} denied by --allow/--deny: closed without a byte.", {
@@ -249,8 +296,7 @@ export class PoemListener {
   }
 
   #record(peer: Deno.NetAddr, result: SendResult): void {
-    if (result.outcome === "completed") this.counts.served++;
-    else this.counts.cutShort++;
+    this.counts[result.outcome]++;
     // Properties are built only when the record is logged at all.
     const properties = () => ({ peer: formatAddress(peer), poem: this.poem.path, ...result });
     if (result.outcome === "error") {
@@ -266,18 +312,14 @@ export class PoemListener {
     }
   }
 
-  // One timer per listener checks every transfer for a stalled write, rather
-  // than a timer per connection.
+  // One timer per listener checks every transfer's clock (the write timeout,
+  // the lingering close), rather than a timer per connection.
   #startSweeper(): void {
     const timeout = (this.#options.writeTimeout ?? 30) * 1000;
-    if (timeout <= 0) return;
     this.#sweeper = setInterval(() => {
       const now = performance.now();
-      for (const sender of this.#active.keys()) {
-        const since = sender.writingSince;
-        if (since !== undefined && now - since > timeout) sender.abort("timed out");
-      }
-    }, Math.min(1000, timeout / 4));
+      for (const sender of this.#active.keys()) sender.checkTimeouts(now, timeout);
+    }, timeout > 0 ? Math.min(SWEEP_MS, timeout / 4) : SWEEP_MS);
     Deno.unrefTimer(this.#sweeper!);
   }
 }
@@ -294,4 +336,12 @@ export class PoemListener {
 export function formatAddress(addr: Deno.NetAddr): string {
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   return `${host}:${addr.port}`;
+}
+
+function closeQuietly(closer: { close(): void }): void {
+  try {
+    closer.close();
+  } catch {
+    // Closed already, or the client is gone.
+  }
 }

@@ -14,8 +14,20 @@
 export { AccessList, type Cidr, parseCidr } from "./access.ts";
 export { fetchPoem, parseAddress, type PoemAddress } from "./client.ts";
 export { EXIT_RUNTIME, EXIT_USAGE, PoetryError, StartupError, UsageError } from "./errors.ts";
-export { ConnectionGate, formatAddress, PoemListener, type TransferCounts } from "./listener.ts";
-export { type LogOptions, setupLogging } from "./log.ts";
+export {
+  ConnectionGate,
+  emptyCounts,
+  formatAddress,
+  PoemListener,
+  type TransferCounts,
+} from "./listener.ts";
+export {
+  droppedLogRecords,
+  escapeControl,
+  flushLogs,
+  type LogOptions,
+  setupLogging,
+} from "./log.ts";
 export {
   type CommandLine,
   type LogFormat,
@@ -24,8 +36,23 @@ export {
   USAGE,
 } from "./options.ts";
 export { leastDuration, type Pace, type PacedTask, PaceWheel, writesNeeded } from "./pace.ts";
-export { loadPoems, Poem, type PoemContent, STREAM_THRESHOLD } from "./poem.ts";
-export { type Outcome, PoemSender, type SendResult } from "./sender.ts";
+export {
+  BLOCK_SIZE,
+  loadPoems,
+  memoryContent,
+  Poem,
+  type PoemContent,
+  type PoemReader,
+  STREAM_THRESHOLD,
+} from "./poem.ts";
+export {
+  LINGER_MS,
+  type Outcome,
+  OUTCOMES,
+  PoemSender,
+  type SenderOptions,
+  type SendResult,
+} from "./sender.ts";
 export { PoetryServer, serve, type ServeOptions, type ShutdownSummary } from "./server.ts";
 export { runAsService, type ServiceOptions } from "./service.ts";
 export { VERSION } from "./version.ts";

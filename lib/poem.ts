@@ -7,7 +7,10 @@
  */
 
 import { Buffer } from "node:buffer";
+import { getLogger } from "@logtape/logtape";
 import { UsageError } from "./errors.ts";
+
+const log = getLogger(["poetry", "poem"]);
 
 /**
  * Poems larger than this are streamed from disk in bounded blocks instead of
@@ -24,12 +27,28 @@ import { UsageError } from "./errors.ts";
 export const STREAM_THRESHOLD = 64 * 1024 * 1024;
 
 /**
- * One version of a poem, as a sender sees it for its whole transfer.
+ * Largest block a streamed poem is read in, whatever `--num-bytes` asks
+ * for: a reader's memory stays bounded (a paced write of a gigabyte is sent
+ * from several blocks, not one gigabyte-sized buffer per client).
  *
  * @example
  * ```ts
- * import type { PoemContent } from "./poem.ts";
- * const content: PoemContent = { path: "inline", size: 3, bytes: new TextEncoder().encode("Hi\n") };
+ * import { BLOCK_SIZE } from "./poem.ts";
+ * console.log(BLOCK_SIZE / 1024); // 256 (KiB)
+ * ```
+ */
+export const BLOCK_SIZE = 256 * 1024;
+
+/**
+ * One version of a poem, as a sender sees it for its whole transfer: the
+ * bytes in memory, or a file opened when the version was read, so that a
+ * file renamed over it, deleted or reloaded later does not change what a
+ * client already connected gets.
+ *
+ * @example
+ * ```ts
+ * import { memoryContent, type PoemContent } from "./poem.ts";
+ * const content: PoemContent = memoryContent("inline", new TextEncoder().encode("Hi\n"));
  * ```
  */
 export interface PoemContent {
@@ -39,6 +58,136 @@ export interface PoemContent {
   readonly size: number;
   /** The bytes, or `undefined` when the poem is streamed from disk. */
   readonly bytes?: Uint8Array;
+  /** A reader of this version from its first byte; close it when done. */
+  open(): PoemReader;
+}
+
+/**
+ * Reads one version of a poem from start to end, for one client.
+ *
+ * @example
+ * ```ts
+ * import { memoryContent } from "./poem.ts";
+ * const reader = memoryContent("inline", new TextEncoder().encode("Hello\n")).open();
+ * const first = await reader.next(4); // "Hell"
+ * reader.close();
+ * ```
+ */
+export interface PoemReader {
+  /**
+   * The next bytes, at most `max` and at most {@linkcode BLOCK_SIZE} for a
+   * streamed poem; empty at the end. A block read from disk is only valid
+   * until the next call.
+   * @throws {Error} when a streamed file shrank or cannot be read.
+   */
+  next(max: number): Promise<Uint8Array>;
+  /** Lets go of the version (a superseded file is closed by its last reader). */
+  close(): void;
+}
+
+/**
+ * A version held in memory: every reader gets views of the same bytes.
+ *
+ * @example
+ * ```ts
+ * import { memoryContent } from "./poem.ts";
+ * const content = memoryContent("inline", new TextEncoder().encode("Hi\n"));
+ * console.log(content.size); // 3
+ * ```
+ */
+export function memoryContent(path: string, bytes: Uint8Array): PoemContent {
+  return {
+    path,
+    size: bytes.length,
+    bytes,
+    open() {
+      let at = 0;
+      return {
+        next(max) {
+          const block = bytes.subarray(at, at + max);
+          at += block.length;
+          return Promise.resolve(block);
+        },
+        close() {},
+      };
+    },
+  };
+}
+
+/**
+ * A version streamed from a file opened when it was read. Readers share the
+ * one handle; the handle closes when the version is superseded and its last
+ * reader is done.
+ */
+class FileContent implements PoemContent {
+  readonly path: string;
+  readonly size: number;
+  readonly bytes = undefined;
+  /** Device, inode, size and mtime: a reload that finds the same file keeps this version. */
+  readonly identity: string;
+  readonly #file: Deno.FsFile;
+  #readers = 0;
+  #current = true;
+  // Deno.FsFile has no positional read: a seek and the read after it must
+  // not interleave with another reader's, so reads of one version queue.
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(path: string, file: Deno.FsFile, info: Deno.FileInfo) {
+    this.path = path;
+    this.size = info.size;
+    this.identity = `${info.dev}:${info.ino}:${info.size}:${info.mtime?.getTime()}`;
+    this.#file = file;
+  }
+
+  open(): PoemReader {
+    this.#readers++;
+    let at = 0;
+    let buffer: Uint8Array | undefined;
+    let closed = false;
+    return {
+      next: async (max) => {
+        const want = Math.min(max, BLOCK_SIZE, this.size - at);
+        if (want <= 0) return new Uint8Array(0);
+        buffer ??= new Uint8Array(Math.min(BLOCK_SIZE, this.size));
+        const block = buffer.subarray(0, want);
+        await this.#read(at, block);
+        at += want;
+        return block;
+      },
+      close: () => {
+        if (closed) return;
+        closed = true;
+        if (--this.#readers === 0 && !this.#current) this.#close();
+      },
+    };
+  }
+
+  /** Marks this version as replaced; it closes once nobody reads it. */
+  retire(): void {
+    this.#current = false;
+    if (this.#readers === 0) this.#close();
+  }
+
+  #read(offset: number, into: Uint8Array): Promise<void> {
+    const read = this.#queue.then(async () => {
+      await this.#file.seek(offset, Deno.SeekMode.Start);
+      for (let filled = 0; filled < into.length;) {
+        const n = await this.#file.read(into.subarray(filled));
+        if (n === null) throw new Error(`${this.path} shrank while being sent`);
+        filled += n;
+      }
+    });
+    this.#queue = read.catch(() => {});
+    return read;
+  }
+
+  #close(): void {
+    try {
+      this.#file.close();
+    } catch {
+      // Closed already.
+    }
+  }
 }
 
 /**
@@ -55,6 +204,9 @@ export class Poem {
   /** The file the poem is read from. */
   readonly path: string;
   #content: PoemContent;
+  /** The re-read in progress, and the one more a call during it asked for. */
+  #reloading?: Promise<boolean>;
+  #reloadAgain?: Promise<boolean>;
 
   private constructor(path: string, content: PoemContent) {
     this.path = path;
@@ -76,64 +228,149 @@ export class Poem {
 
   /**
    * Re-reads the file. On failure the old content stays and the error is
-   * thrown for the caller to report.
-   * @returns whether the bytes changed.
+   * thrown for the caller to report. Re-reads of one poem never overlap: a
+   * call while one runs schedules exactly one more, shared by every call
+   * made meanwhile (a burst of signals costs two reads, not a hundred).
+   * @returns whether the poem changed.
    */
-  async reload(): Promise<boolean> {
+  reload(): Promise<boolean> {
+    if (!this.#reloading) {
+      this.#reloading = this.#reloadOnce().finally(() => this.#reloading = undefined);
+      return this.#reloading;
+    }
+    this.#reloadAgain ??= this.#reloading.catch(() => {}).then(() => {
+      this.#reloadAgain = undefined;
+      return this.reload();
+    });
+    return this.#reloadAgain;
+  }
+
+  async #reloadOnce(): Promise<boolean> {
     const next = await readContent(this.path);
-    const changed = next.size !== this.#content.size || !next.bytes ||
-      !this.#content.bytes || !view(next.bytes).equals(this.#content.bytes);
+    const old = this.#content;
+    if (next instanceof FileContent && old instanceof FileContent) {
+      if (next.identity === old.identity) {
+        next.retire();
+        return false;
+      }
+    } else if (next.bytes && old.bytes && view(next.bytes).equals(old.bytes)) {
+      return false;
+    }
     this.#content = next;
-    return changed;
+    if (old instanceof FileContent) old.retire();
+    return true;
   }
 }
 
 /**
  * Expands POEM arguments: a file stays itself; a directory becomes every
- * regular file in it (dotfiles skipped), sorted by name.
+ * regular file in it (dotfiles and subdirectories skipped), sorted by name.
+ * A directory entry that cannot be served (a dangling symlink, a name that is
+ * not valid UTF-8, a FIFO, socket or device) is skipped with a warning.
  *
  * @example
  * ```ts
  * import { findPoemFiles } from "./poem.ts";
  * const paths = await findPoemFiles(["poems/"]);
  * ```
- * @throws {UsageError} when an argument is missing or a directory is empty.
+ * @throws {UsageError} when an argument is missing or bad, or a directory has
+ * no poem left.
  */
 export async function findPoemFiles(args: string[]): Promise<string[]> {
   const files: string[] = [];
   for (const arg of args) {
-    const info = await statOrExplain(arg);
-    if (!info.isDirectory) {
-      files.push(arg);
-      continue;
-    }
-    const inDir: string[] = [];
-    try {
-      for await (const entry of Deno.readDir(arg)) {
-        if (entry.name.startsWith(".")) continue;
-        const path = joinPath(arg, entry.name);
-        // readDir reports a symlink as a symlink; follow it to see a file.
-        if (entry.isFile || (entry.isSymlink && (await statOrExplain(path)).isFile)) {
-          inDir.push(path);
-        }
-      }
-    } catch (err) {
-      throw explainReadError(arg, err);
-    }
-    if (inDir.length === 0) {
-      throw new UsageError(
-        `no poems in directory ${arg}`,
-        "put poem files in it, or name a poem file instead",
-      );
-    }
-    // Code-unit order, so the port a poem gets does not depend on the locale.
-    files.push(...inDir.sort((a, b) => a < b ? -1 : a > b ? 1 : 0));
+    const found = await expandPoemArg(arg);
+    if (found.paths.length === 0) throw noPoemsIn(arg, found.skipped);
+    files.push(...found.paths);
   }
   return files;
 }
 
+/** What one POEM argument names. */
+interface PoemArg {
+  /** Whether it is a directory, whose bad entries are skipped, not fatal. */
+  directory: boolean;
+  /** The poem files, in serving order. */
+  paths: string[];
+  /** How many entries were skipped with a warning. */
+  skipped: number;
+}
+
+async function expandPoemArg(arg: string): Promise<PoemArg> {
+  const info = await statOrExplain(arg);
+  if (!info.isDirectory) return { directory: false, paths: [arg], skipped: 0 };
+  const paths = new Set<string>();
+  let skipped = 0;
+  try {
+    for await (const entry of Deno.readDir(arg)) {
+      if (entry.name.startsWith(".") || entry.isDirectory) continue;
+      const path = joinPath(arg, entry.name);
+      let target: Deno.FileInfo;
+      try {
+        // stat, not the entry's type: a symlink must lead to a file, and a
+        // FIFO must be found out before anything opens it (opening one blocks).
+        target = await Deno.stat(path);
+      } catch (err) {
+        warnSkipped(path, whyUnreachable(path, entry, err));
+        skipped++;
+        continue;
+      }
+      if (target.isFile && paths.has(path)) {
+        // Two names decoded to one: a name that is not UTF-8 turned into a
+        // real name spelt with U+FFFD, which is served once, under its own name.
+        warnSkipped(path, NOT_UTF8);
+        skipped++;
+      } else if (target.isFile) {
+        paths.add(path);
+      } else if (!target.isDirectory) {
+        warnSkipped(path, `${specialKind(target)}, not a regular file`);
+        skipped++;
+      }
+    }
+  } catch (err) {
+    throw explainReadError(arg, err);
+  }
+  // Code-unit order, so the port a poem gets does not depend on the locale.
+  const sorted = [...paths].sort((a, b) => a < b ? -1 : a > b ? 1 : 0);
+  return { directory: true, paths: sorted, skipped };
+}
+
+const NOT_UTF8 = "its name is not valid UTF-8, which Deno cannot open; rename the file";
+
+function whyUnreachable(path: string, entry: Deno.DirEntry, err: unknown): string {
+  if (err instanceof Deno.errors.NotFound) {
+    // readDir decodes names lossily: bytes that are not UTF-8 become U+FFFD,
+    // and the decoded name leads nowhere.
+    if (entry.name.includes("\uFFFD")) return NOT_UTF8;
+    if (entry.isSymlink) return "a dangling symlink (its target does not exist)";
+  }
+  return explainReadError(path, err).message;
+}
+
+function specialKind(info: Deno.FileInfo): string {
+  if (info.isFifo) return "a FIFO";
+  if (info.isSocket) return "a socket";
+  if (info.isCharDevice || info.isBlockDevice) return "a device";
+  return "a special file";
+}
+
+function warnSkipped(path: string, reason: string): void {
+  log.warning("Skipping {poem}: {reason}.", { poem: path, reason });
+}
+
+function noPoemsIn(dir: string, skipped: number): UsageError {
+  const hint = "put poem files in it, or name a poem file instead";
+  if (skipped === 0) return new UsageError(`no poems in directory ${dir}`, hint);
+  const entries = skipped === 1 ? "1 entry was" : `${skipped} entries were`;
+  return new UsageError(
+    `no poems in directory ${dir}`,
+    `${entries} skipped (the warnings say why); ${hint}`,
+  );
+}
+
 /**
- * Loads every poem the arguments name, in order.
+ * Loads every poem the arguments name, in order. A poem in a directory that
+ * fails to load is skipped with a warning; one named directly fails at once.
  *
  * @example
  * ```ts
@@ -145,7 +382,25 @@ export async function findPoemFiles(args: string[]): Promise<string[]> {
  */
 export async function loadPoems(args: string[]): Promise<Poem[]> {
   const poems: Poem[] = [];
-  for (const path of await findPoemFiles(args)) poems.push(await Poem.load(path));
+  for (const arg of args) {
+    const { directory, paths, skipped } = await expandPoemArg(arg);
+    if (!directory) {
+      poems.push(await Poem.load(arg));
+      continue;
+    }
+    let failed = 0;
+    for (const path of paths) {
+      try {
+        poems.push(await Poem.load(path));
+      } catch (err) {
+        // A file problem skips the poem; anything else is a bug to surface.
+        if (!(err instanceof UsageError)) throw err;
+        warnSkipped(path, err.message);
+        failed++;
+      }
+    }
+    if (failed === paths.length) throw noPoemsIn(arg, skipped + failed);
+  }
   return poems;
 }
 
@@ -157,10 +412,17 @@ async function readContent(path: string): Promise<PoemContent> {
       "name a poem file or a directory of poems",
     );
   }
-  if (info.size > STREAM_THRESHOLD) return { path, size: info.size };
   try {
-    const bytes = await Deno.readFile(path);
-    return { path, size: bytes.length, bytes };
+    if (info.size <= STREAM_THRESHOLD) return memoryContent(path, await Deno.readFile(path));
+    // The version is the file opened now: what its handle reads stays the
+    // same when another file is renamed over the path or it is deleted.
+    const file = await Deno.open(path);
+    const opened = await file.stat();
+    if (!opened.isFile) {
+      file.close();
+      throw new UsageError(`${path} is not a regular file`, "name a poem file");
+    }
+    return new FileContent(path, file, opened);
   } catch (err) {
     throw explainReadError(path, err);
   }
@@ -184,6 +446,14 @@ export function explainReadError(path: string, err: unknown): UsageError {
     );
   }
   if (err instanceof Deno.errors.NotCapable) {
+    // Deno 2 keeps /proc/self/*, /dev/stdin and the like even from --allow-read
+    // ("Requires all access to ..."), so naming that flag would mislead.
+    if (/\ball access\b/.test(err.message)) {
+      return new UsageError(
+        `${path} is a special file; poetry serves regular files`,
+        "name a poem file or a directory of poems",
+      );
+    }
     return new UsageError(
       `no permission to read ${path}`,
       `run again with --allow-read (for example: deno run --allow-net --allow-read main.ts ${path})`,

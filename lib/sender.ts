@@ -1,7 +1,13 @@
 /**
  * What happens to one connection: a {@linkcode PoemSender} writes one poem,
- * fast or paced, notices the client leaving, and reports how many bytes went
- * out.
+ * fast or paced, closes the way HTTP servers do (a lingering close), and
+ * reports how many bytes went out and how it ended.
+ *
+ * The protocol is one-way. Nothing is read while the poem goes out: a
+ * client that sends something, or shuts down its sending side (`nc -N`,
+ * `shutdown(SHUT_WR)`), still gets the whole poem. A client has left when a
+ * write fails or the connection is reset; in slow mode that shows at its
+ * next write at the latest.
  *
  * Bytes go out with `conn.write`, not through `conn.writable`: in the
  * benchmark's 3 KB scenario the writable stream cost 27.5 µs of CPU per
@@ -12,10 +18,25 @@
  */
 
 import { chunksOf, type PacedTask, type PaceWheel } from "./pace.ts";
-import type { PoemContent } from "./poem.ts";
+import { BLOCK_SIZE, type PoemContent, type PoemReader } from "./poem.ts";
 
 /**
- * How a transfer ended.
+ * Every way a transfer can end, in the order the logs and summaries list them.
+ *
+ * @example
+ * ```ts
+ * import { OUTCOMES } from "./sender.ts";
+ * console.log(OUTCOMES.join(", "));
+ * ```
+ */
+export const OUTCOMES = ["completed", "client left", "timed out", "cut short", "error"] as const;
+
+/**
+ * How a transfer ended. `completed`: every byte was handed to the kernel and
+ * the connection closed without a reset. `client left`: a write failed or the
+ * client reset the connection. `timed out`: the client took no bytes for
+ * `--write-timeout`. `cut short`: a shutdown's drain timeout ended it.
+ * `error`: the poem could not be read.
  *
  * @example
  * ```ts
@@ -23,12 +44,7 @@ import type { PoemContent } from "./poem.ts";
  * const outcome: Outcome = "client left";
  * ```
  */
-export type Outcome =
-  | "completed"
-  | "client left"
-  | "timed out"
-  | "cut short"
-  | "error";
+export type Outcome = typeof OUTCOMES[number];
 
 /**
  * What a transfer did, for the log.
@@ -61,12 +77,20 @@ export interface SenderOptions {
 }
 
 /**
- * Fast mode writes at most this much per write, so the log can say how far a
- * client got and the write timeout sees progress on big poems.
+ * How long a lingering close waits, after the last byte, for the client to
+ * close its side. Apache waits 2 s; long enough for a client on any real
+ * network to see the end of the poem, short enough that a client that never
+ * closes holds its descriptor only briefly.
+ *
+ * @example
+ * ```ts
+ * import { LINGER_MS } from "./sender.ts";
+ * console.log(LINGER_MS); // 2000
+ * ```
  */
-const FAST_BLOCK = 256 * 1024;
+export const LINGER_MS = 2000;
 
-// Input is read only to learn that a client left, and thrown away. Every
+// Input is read only during the lingering close, and thrown away. Every
 // connection reads into this one buffer: nobody looks at its contents, so
 // sharing it costs nothing and keeps a flooding client from costing memory.
 const DISCARD = new Uint8Array(64 * 1024);
@@ -79,8 +103,9 @@ const EMPTY = new Uint8Array(0);
  * @example
  * ```ts
  * import { PoemSender } from "./sender.ts";
+ * import { memoryContent } from "./poem.ts";
  * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
- * const content = { path: "hello.txt", size: 6, bytes: new TextEncoder().encode("Hello\n") };
+ * const content = memoryContent("hello.txt", new TextEncoder().encode("Hello\n"));
  * for await (const conn of listener) {
  *   const result = await new PoemSender(conn, content).run();
  *   console.log(result.outcome, result.sent);
@@ -100,21 +125,32 @@ export class PoemSender implements PacedTask {
   readonly #started = performance.now();
   #outcome?: Outcome;
   #error?: string;
-  /** Since when the current write has waited without progress, if one is in flight. */
-  #writingSince?: number;
+  /**
+   * Since when the transfer has waited without progress: on a write, on a
+   * read of a streamed poem, or, while lingering, on the client's close.
+   */
+  #waitingSince?: number;
+  #lingering = false;
   #closed = false;
-  /** Settles when a paced transfer ends; made only for paced transfers. */
+  #reader?: PoemReader;
+  /**
+   * Rejects on abort. Closing the socket ends a pending write or read on it,
+   * but not a poem read from a hung disk; streamed reads race this instead.
+   */
+  #aborted?: PromiseWithResolvers<never>;
+  /** Settles when a paced transfer has sent its last byte. */
   #done?: PromiseWithResolvers<void>;
-  /** The departure watch and the paced write in flight: ops that hold the socket. */
-  #watching?: Promise<void>;
+  /** The paced write in flight: an op that holds the socket. */
   #writing?: Promise<void>;
   /** What the paced write in flight still has to write. */
   #pending: Uint8Array = EMPTY;
+  /** Bytes the current paced tick still has to write. */
+  #tickLeft = 0;
   /** The poem cut into chunks shared by all paced clients, when it is small enough. */
   #chunks?: Uint8Array[];
-  #blocks?: BlockSource;
+  /** A streamed poem's current block, and how much of it is written. */
   #block: Uint8Array = EMPTY;
-  #blockStart = 0;
+  #blockAt = 0;
 
   /** A sender for `content` on `conn`; call {@linkcode run} to start. */
   constructor(conn: Deno.Conn, content: PoemContent, options: SenderOptions = {}) {
@@ -124,11 +160,6 @@ export class PoemSender implements PacedTask {
     this.#numBytes = options.numBytes ?? 10;
   }
 
-  /** Since when (`performance.now()`) the current write has waited, if one is. */
-  get writingSince(): number | undefined {
-    return this.#writingSince;
-  }
-
   /** Whether the transfer has ended. */
   get finished(): boolean {
     return this.#outcome !== undefined;
@@ -136,32 +167,27 @@ export class PoemSender implements PacedTask {
 
   /** Sends the poem, closes the connection, and says how it went. */
   async run(): Promise<SendResult> {
-    const { bytes, size } = this.content;
     try {
-      if (!this.#wheel && bytes && size <= FAST_BLOCK) {
-        // The common case, kept lean: a small poem the kernel takes at once.
-        await this.#writeAll(bytes);
-      } else {
-        this.#blocks = blockSource(this.content, this.#blockSize());
-        this.#watching = this.#watchForDeparture();
-        await (this.#wheel ? this.#sendPaced() : this.#sendFast());
-      }
-      // Completed before the close, which also ends the departure watch.
+      const { bytes } = this.content;
+      if (this.#wheel) await this.#sendPaced();
+      else if (bytes) await this.#writeAll(bytes);
+      else await this.#sendStreamed();
+      await this.#linger();
       this.#finish("completed");
     } catch (err) {
       this.#finish(departed(err) ? "client left" : "error", err);
     } finally {
       this.#wheel?.cancel(this);
-      this.#blocks?.close();
+      this.#reader?.close();
       this.#close();
       // Deno frees the socket only once the ops using it have settled; wait,
       // so that when run() returns the descriptor is really closed (the
       // connection cap counts on it).
-      if (this.#watching) await Promise.allSettled([this.#watching, this.#writing]);
+      await this.#writing?.catch(() => {});
     }
     return {
       sent: this.sent,
-      total: size,
+      total: this.content.size,
       ms: Math.round(performance.now() - this.#started),
       outcome: this.#outcome!,
       error: this.#error,
@@ -170,113 +196,153 @@ export class PoemSender implements PacedTask {
 
   /**
    * Ends the transfer now: the connection is closed and {@linkcode run}
-   * reports `outcome`. Does nothing once the transfer has ended.
+   * reports `outcome`. Once every byte is out (the lingering close), it only
+   * ends the wait for the client: the transfer stays `completed`. Does
+   * nothing once the transfer has ended.
    */
   abort(outcome: Outcome): void {
-    if (this.#finish(outcome)) {
-      this.#wheel?.cancel(this);
-      this.#done?.reject(new Aborted());
-      this.#close();
+    if (this.#lingering) return this.#close();
+    if (!this.#finish(outcome)) return;
+    this.#wheel?.cancel(this);
+    this.#done?.reject(new Aborted());
+    this.#aborted?.reject(new Aborted());
+    this.#close();
+  }
+
+  /**
+   * Called by the listener about twice a second: times out a transfer that
+   * has waited on one write or read for more than `writeTimeoutMs` (0: never),
+   * and ends a lingering close after {@linkcode LINGER_MS}.
+   */
+  checkTimeouts(now: number, writeTimeoutMs: number): void {
+    const since = this.#waitingSince;
+    if (since === undefined) return;
+    if (this.#lingering) {
+      if (now - since >= LINGER_MS) this.#close();
+    } else if (writeTimeoutMs > 0 && now - since > writeTimeoutMs) {
+      this.abort("timed out");
     }
   }
 
-  /** Called by the wheel once per delay: write the next chunk, if the last is done. */
+  /** Called by the wheel once per delay: start the next paced write, if the last is done. */
   onTick(now: number): void {
-    if (this.#writingSince === undefined && !this.finished) this.#writeChunk(now);
+    if (this.#waitingSince === undefined && !this.finished) this.#startTick(now);
   }
 
   /** Writes all of `chunk` (a write may take only part of it). */
   async #writeAll(chunk: Uint8Array): Promise<void> {
-    this.#writingSince = performance.now();
+    this.#waitingSince = performance.now();
     let at = 0;
     while (at < chunk.length) {
       const n = await this.conn.write(at === 0 ? chunk : chunk.subarray(at));
       at += n;
       this.sent += n;
       // Progress restarts the write timeout; a finished write needs no clock.
-      if (at < chunk.length) this.#writingSince = performance.now();
+      if (at < chunk.length) this.#waitingSince = performance.now();
     }
-    this.#writingSince = undefined;
+    this.#waitingSince = undefined;
   }
 
-  async #sendFast(): Promise<void> {
+  async #sendStreamed(): Promise<void> {
+    this.#reader = this.content.open();
     while (this.sent < this.content.size) {
-      const block = await this.#nextBlock();
-      for (let at = 0; at < block.length; at += FAST_BLOCK) {
-        await this.#writeAll(block.subarray(at, at + FAST_BLOCK));
+      this.#waitingSince = performance.now();
+      await this.#writeAll(await this.#readPoem());
+    }
+  }
+
+  /**
+   * After the last byte: send FIN, then read and discard until the client
+   * closes (or {@linkcode LINGER_MS} passes), then close. Closing a socket
+   * with unread input makes the kernel reset it, and a reset throws away the
+   * bytes the client has not read yet.
+   */
+  async #linger(): Promise<void> {
+    this.#wheel?.cancel(this);
+    this.#lingering = true;
+    this.#waitingSince = performance.now();
+    try {
+      await this.conn.closeWrite();
+      while (await this.conn.read(DISCARD) !== null) {
+        // Whatever a client sends is dropped.
       }
+    } catch (err) {
+      // Our own close ends the wait; a reset from the client is its leaving.
+      if (!this.#closed) throw err;
     }
   }
 
   #sendPaced(): Promise<void> {
     this.#done = Promise.withResolvers<void>();
-    if (this.content.bytes) this.#chunks = chunksOf(this.content.bytes, this.#numBytes);
-    this.#writeChunk(performance.now());
+    const { bytes } = this.content;
+    if (bytes) this.#chunks = chunksOf(bytes, this.#numBytes);
+    if (!this.#chunks) this.#reader = this.content.open();
+    this.#startTick(performance.now());
     this.#wheel!.schedule(this);
     return this.#done.promise;
   }
 
   // Paced writes chain callbacks rather than an async function per write:
   // one promise per write instead of two, at up to 100,000 writes a second.
-  #writeChunk(now: number): void {
-    if (this.sent >= this.content.size) {
-      this.#done!.resolve();
-      return;
-    }
-    this.#writingSince = now;
+  #startTick(now: number): void {
+    if (this.sent >= this.content.size) return this.#done!.resolve();
+    this.#waitingSince = now;
+    this.#tickLeft = Math.min(this.#numBytes, this.content.size - this.sent);
+    // A tick starts on a multiple of numBytes, where the shared chunks are cut.
     const shared = this.#chunks?.[this.sent / this.#numBytes];
     if (shared) {
       this.#pending = shared;
+      this.#write();
     } else {
-      const offset = this.sent - this.#blockStart;
-      if (offset >= this.#block.length) {
-        this.#nextBlock().then(() => {
-          this.#writingSince = undefined;
-          this.#writeChunk(performance.now());
-        }, this.#fail);
-        return;
-      }
-      this.#pending = this.#block.subarray(offset, offset + this.#numBytes);
+      this.#writeFromBlock();
     }
+  }
+
+  // A tick larger than a block is written from several blocks, so a huge
+  // --num-bytes never means a huge buffer.
+  #writeFromBlock(): void {
+    if (this.#blockAt >= this.#block.length) {
+      this.#readPoem().then((block) => {
+        this.#block = block;
+        this.#blockAt = 0;
+        this.#writeFromBlock();
+      }, this.#fail);
+      return;
+    }
+    this.#pending = this.#block.subarray(this.#blockAt, this.#blockAt + this.#tickLeft);
+    this.#blockAt += this.#pending.length;
+    this.#write();
+  }
+
+  #write(): void {
     this.#writing = this.conn.write(this.#pending).then(this.#wrote, this.#fail);
   }
 
   #wrote = (n: number): void => {
     this.sent += n;
+    this.#tickLeft -= n;
+    if (this.sent >= this.content.size) return this.#done!.resolve();
     if (n < this.#pending.length) {
       this.#pending = this.#pending.subarray(n);
-      this.#writingSince = performance.now();
-      this.#writing = this.conn.write(this.#pending).then(this.#wrote, this.#fail);
-      return;
+      this.#waitingSince = performance.now();
+      this.#write();
+    } else if (this.#tickLeft > 0) {
+      this.#writeFromBlock();
+    } else {
+      this.#waitingSince = undefined;
     }
-    this.#writingSince = undefined;
-    if (this.sent >= this.content.size) this.#done!.resolve();
   };
 
   #fail = (err: unknown): void => this.#done!.reject(err);
 
-  async #nextBlock(): Promise<Uint8Array> {
-    this.#blockStart += this.#block.length;
-    this.#block = await this.#blocks!.next(this.content.size - this.#blockStart);
-    return this.#block;
-  }
-
-  // Paced blocks hold whole chunks, so a chunk never straddles two blocks.
-  #blockSize(): number {
-    if (!this.#wheel) return FAST_BLOCK;
-    return Math.max(1, Math.floor(FAST_BLOCK / this.#numBytes)) * this.#numBytes;
-  }
-
-  /** Reads (and discards) until the client closes or resets. */
-  async #watchForDeparture(): Promise<void> {
-    try {
-      while (await this.conn.read(DISCARD) !== null) {
-        // The protocol is one-way: whatever a client sends is dropped.
-      }
-    } catch {
-      // A reset, or our own close of the connection: both end the watch.
+  /** The next block of a streamed poem, unless the transfer is aborted first. */
+  #readPoem(): Promise<Uint8Array> {
+    if (!this.#aborted) {
+      this.#aborted = Promise.withResolvers<never>();
+      this.#aborted.promise.catch(() => {});
     }
-    this.abort("client left");
+    if (this.finished) return Promise.reject(new Aborted());
+    return Promise.race([this.#reader!.next(BLOCK_SIZE), this.#aborted.promise]);
   }
 
   // Closing twice throws BadResource, and a thrown error per connection
@@ -294,7 +360,7 @@ export class PoemSender implements PacedTask {
   #finish(outcome: Outcome, err?: unknown): boolean {
     if (this.#outcome !== undefined) return false;
     this.#outcome = outcome;
-    this.#writingSince = undefined;
+    this.#waitingSince = undefined;
     if (outcome === "error") this.#error = err instanceof Error ? err.message : String(err);
     return true;
   }
@@ -302,53 +368,6 @@ export class PoemSender implements PacedTask {
 
 /** The rejection a sender's own abort causes; its outcome is already set. */
 class Aborted extends Error {}
-
-/** Where a sender's bytes come from: the shared bytes, or the file in blocks. */
-interface BlockSource {
-  /** The next block, at most `remaining` bytes. */
-  next(remaining: number): Promise<Uint8Array>;
-  close(): void;
-}
-
-function blockSource(content: PoemContent, blockSize: number): BlockSource {
-  if (content.bytes) {
-    const bytes = content.bytes;
-    return { next: () => Promise.resolve(bytes), close() {} };
-  }
-  return new FileBlocks(content.path, blockSize);
-}
-
-/** Streams a poem too large to hold in memory, one bounded block at a time. */
-class FileBlocks implements BlockSource {
-  readonly #path: string;
-  readonly #buffer: Uint8Array;
-  #file?: Deno.FsFile;
-
-  constructor(path: string, blockSize: number) {
-    this.#path = path;
-    this.#buffer = new Uint8Array(blockSize);
-  }
-
-  async next(remaining: number): Promise<Uint8Array> {
-    this.#file ??= await Deno.open(this.#path);
-    const want = Math.min(remaining, this.#buffer.length);
-    let filled = 0;
-    while (filled < want) {
-      const n = await this.#file.read(this.#buffer.subarray(filled, want));
-      if (n === null) throw new Error(`${this.#path} shrank while being sent`);
-      filled += n;
-    }
-    return this.#buffer.subarray(0, filled);
-  }
-
-  close(): void {
-    try {
-      this.#file?.close();
-    } catch {
-      // Already closed.
-    }
-  }
-}
 
 function departed(err: unknown): boolean {
   return err instanceof Aborted ||

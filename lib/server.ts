@@ -8,7 +8,14 @@
 import { getLogger } from "@logtape/logtape";
 import { AccessList } from "./access.ts";
 import { StartupError, UsageError } from "./errors.ts";
-import { ConnectionGate, formatAddress, PoemListener, type TransferCounts } from "./listener.ts";
+import {
+  ConnectionGate,
+  emptyCounts,
+  formatAddress,
+  PoemListener,
+  type TransferCounts,
+} from "./listener.ts";
+import { OUTCOMES } from "./sender.ts";
 import { type Pace, PaceWheel } from "./pace.ts";
 import { loadPoems, type Poem } from "./poem.ts";
 
@@ -50,10 +57,12 @@ export interface ServeOptions {
  * import { serve, type ShutdownSummary } from "./server.ts";
  * const server = await serve(["poems/"], { iface: "127.0.0.1" });
  * const summary: ShutdownSummary = await server.shutdown();
- * console.log(summary.served, summary.cutShort);
+ * console.log(summary.completed, summary["client left"], summary["cut short"]);
  * ```
  */
 export interface ShutdownSummary extends TransferCounts {
+  /** Accepts that failed, over all listeners. */
+  acceptErrors: number;
   /** Whether the drain timeout ran out with transfers still going. */
   timedOut: boolean;
 }
@@ -151,30 +160,53 @@ export class PoetryServer {
   }
 
   /**
-   * Re-reads every poem. A poem that cannot be read keeps its old bytes and
+   * Re-reads every poem, each on its own: a poem that is slow to read does not
+   * hold back the others. A poem that cannot be read keeps its old bytes and
    * the failure is logged; transfers in flight keep the bytes they started with.
    * @returns how many poems changed and how many could not be read.
    */
   async reload(): Promise<{ changed: number; failed: number }> {
-    let changed = 0, failed = 0;
-    for (const { poem } of this.listeners) {
-      try {
-        if (await poem.reload()) {
-          changed++;
-          log.info("Reloaded {poem}: now {size} bytes.", {
-            poem: poem.path,
-            size: poem.content.size,
-          });
-        }
-      } catch (err) {
-        failed++;
+    const results = await Promise.all(this.listeners.map(({ poem }) => this.reloadPoem(poem)));
+    return {
+      changed: results.filter((r) => r === "changed").length,
+      failed: results.filter((r) => r === "failed").length,
+    };
+  }
+
+  // Poem.reload coalesces: calls made during a re-read share one promise for
+  // the next. Only the first holder of a promise logs its outcome, so a burst
+  // of SIGHUPs logs once per re-read, not once per signal.
+  readonly #reported = new WeakSet<Promise<boolean>>();
+
+  /**
+   * Re-reads one poem and logs the outcome, as {@linkcode PoetryServer.reload}
+   * does for each; a poem that cannot be read keeps its old bytes.
+   * @returns `"failed"` when the file could not be read.
+   */
+  async reloadPoem(poem: Poem): Promise<"changed" | "unchanged" | "failed"> {
+    const reading = poem.reload();
+    const first = !this.#reported.has(reading);
+    this.#reported.add(reading);
+    try {
+      const changed = await reading;
+      if (first && changed) {
+        log.info("Reloaded {poem}: now {size} bytes.", {
+          poem: poem.path,
+          size: poem.content.size,
+        });
+      } else if (first) {
+        log.debug("Re-read {poem}: unchanged.", { poem: poem.path });
+      }
+      return changed ? "changed" : "unchanged";
+    } catch (err) {
+      if (first) {
         log.error("Could not reload {poem}, keeping the old version: {error}", {
           poem: poem.path,
           error: err instanceof Error ? err.message : String(err),
         });
       }
+      return "failed";
     }
-    return { changed, failed };
   }
 
   /**
@@ -196,14 +228,19 @@ export class PoetryServer {
     const cut = await Promise.all(this.listeners.map((l) => l.drain(drainTimeout)));
     await Promise.all(this.#serving);
     this.#wheel?.clear();
-    const summary: ShutdownSummary = { served: 0, cutShort: 0, denied: 0, timedOut: false };
-    for (const { counts } of this.listeners) {
-      summary.served += counts.served;
-      summary.cutShort += counts.cutShort;
-      summary.denied += counts.denied;
+    const summary: ShutdownSummary = { ...emptyCounts(), acceptErrors: 0, timedOut: false };
+    for (const listener of this.listeners) {
+      for (const [key, n] of Object.entries(listener.counts)) {
+        summary[key as keyof TransferCounts] += n;
+      }
+      summary.acceptErrors += listener.acceptErrors;
     }
     summary.timedOut = cut.some((n) => n > 0);
-    log.info("Shut down: {served} served, {cutShort} cut short, {denied} denied.", { ...summary });
+    // The same words as the per-connection records.
+    const totals = [...OUTCOMES, "denied"].map((key) =>
+      `${summary[key as keyof TransferCounts]} ${key}`
+    );
+    log.info("Shut down: {totals}.", { totals: totals.join(", "), ...summary });
     return summary;
   }
 }

@@ -9,6 +9,10 @@
  */
 
 import { fetchPoem, type PoemAddress } from "../lib/client.ts";
+import { STREAM_THRESHOLD } from "../lib/poem.ts";
+
+/** A poem size just over the threshold, so the server streams it from disk. */
+export const STREAMED_SIZE: number = STREAM_THRESHOLD + 64 * 1024;
 
 /** The repository root; servers run with it as their working directory. */
 export const ROOT: string = decodeURIComponent(new URL("..", import.meta.url).pathname)
@@ -38,8 +42,15 @@ export interface RunningServer {
   stderr(): string;
   /** Waits until stderr matches, up to `timeoutMs`. */
   waitForStderr(pattern: RegExp, timeoutMs?: number): Promise<string>;
+  /**
+   * Waits until stderr has `count` lines matching `pattern`, up to `timeoutMs`
+   * (a regex like `/(x[\s\S]*){30}/` backtracks for ever when it fails).
+   */
+  waitForLines(pattern: RegExp, count: number, timeoutMs?: number): Promise<string>;
   /** Sends a signal (default SIGTERM) and waits for the exit. */
   stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
+  /** Starts reading stderr, for a server started with `stallStderr`. */
+  drainStderr(): void;
 }
 
 /** Options for {@linkcode startServer}. */
@@ -50,11 +61,17 @@ export interface StartOptions {
   wrapper?: string[];
   /** Extra environment. */
   env?: Record<string, string>;
+  /**
+   * Leave stderr unread, like a log pipe whose reader stopped, until
+   * `drainStderr()` is called. @default {false}
+   */
+  stallStderr?: boolean;
 }
 
 /**
  * Starts the server with `args` and waits for its `Serving` lines.
- * Stderr is drained all along, so a chatty server never blocks on a full pipe.
+ * Stderr is drained all along, so a chatty server never blocks on a full pipe,
+ * unless `stallStderr` is set.
  */
 export async function startServer(
   args: string[],
@@ -70,11 +87,15 @@ export async function startServer(
     stderr: "piped",
   }).spawn();
   let stderrText = "";
-  const stderrDone = (async () => {
-    for await (const text of process.stderr.pipeThrough(new TextDecoderStream())) {
-      stderrText += text;
-    }
-  })();
+  let stderrDone: Promise<void> | undefined;
+  const drainStderr = () => {
+    stderrDone ??= (async () => {
+      for await (const text of process.stderr.pipeThrough(new TextDecoderStream())) {
+        stderrText += text;
+      }
+    })();
+  };
+  if (!options.stallStderr) drainStderr();
   const lines = process.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(new LineSplitter());
   const reader = lines.getReader();
   const serving: string[] = [];
@@ -84,6 +105,7 @@ export async function startServer(
     if (done) {
       clearTimeout(timeout);
       await process.status;
+      drainStderr();
       await stderrDone;
       throw new Error(`server exited before listening:\n${stderrText}`);
     }
@@ -102,11 +124,25 @@ export async function startServer(
     addresses: serving.map(parseServingLine),
     restOfStdout: () => restOfStdout,
     stderr: () => stderrText,
+    drainStderr,
     async waitForStderr(pattern, timeoutMs = 5000) {
       const deadline = Date.now() + timeoutMs;
       while (!pattern.test(stderrText)) {
         if (Date.now() > deadline) {
           throw new Error(`stderr never matched ${pattern}:\n${stderrText}`);
+        }
+        await delay(20);
+      }
+      return stderrText;
+    },
+    async waitForLines(pattern, count, timeoutMs = 5000) {
+      const deadline = Date.now() + timeoutMs;
+      const matching = () => stderrText.split("\n").filter((line) => pattern.test(line)).length;
+      while (matching() < count) {
+        if (Date.now() > deadline) {
+          throw new Error(
+            `stderr has ${matching()} of ${count} lines matching ${pattern}:\n${stderrText}`,
+          );
         }
         await delay(20);
       }
@@ -120,7 +156,9 @@ export async function startServer(
           // Exited already.
         }
         const status = await process.status;
-        await stderrDone;
+        // A stalled stderr is still unread: discard it rather than wait.
+        if (stderrDone) await stderrDone;
+        else await process.stderr.cancel();
         await restOfStdout;
         return status;
       })();
@@ -270,6 +308,12 @@ export function hasIpv6Loopback(): boolean {
   } catch {
     return false;
   }
+}
+
+/** Resident memory of a process, in KiB (Linux: VmRSS from /proc). */
+export function rssKiB(pid: number): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
 }
 
 /** Resolves after `ms` milliseconds. */

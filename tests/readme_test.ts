@@ -18,7 +18,7 @@ Deno.test("readme: the 'Use as a library' example runs as written", async () => 
     assert.equal(exit, 0, new TextDecoder().decode(stderr));
     const samples = [...Deno.readDirSync(`${ROOT}/poems`)].length;
     assert.equal(out.match(/^poems\/.+: \d+ bytes on port \d+$/gm)?.length, samples, out);
-    assert.match(out, new RegExp(`^served ${samples}, cut short 0$`, "m"));
+    assert.match(out, new RegExp(`^completed ${samples}, cut short 0$`, "m"));
   } finally {
     await Deno.remove(example);
   }
