@@ -5,7 +5,9 @@
  * @module
  */
 
+import { basename, dirname, join, resolve as resolvePath } from "node:path";
 import { getLogger } from "@logtape/logtape";
+import type { Poem } from "./poem.ts";
 import type { PoetryServer, ShutdownSummary } from "./server.ts";
 
 const log = getLogger(["poetry", "service"]);
@@ -25,9 +27,20 @@ export interface ServiceOptions {
 }
 
 /**
+ * A stop signal sooner than this after the first is the same Ctrl-C: under
+ * `deno task` the terminal sends SIGINT to the whole process group and the
+ * task runner forwards its own copy, so one key press arrives twice.
+ */
+const SAME_STOP_MS = 1000;
+
+/** Editors write a file in several steps; re-read once they are done. */
+const WATCH_SETTLE_MS = 100;
+
+/**
  * Serves until SIGINT or SIGTERM (SIGINT or SIGBREAK on Windows), then drains
- * and resolves with the summary; a second signal exits at once, with code 1.
- * SIGHUP re-reads every poem.
+ * and resolves with the summary. Another stop signal a second or more after
+ * the first exits at once, with code 1; one sooner is taken as the same
+ * Ctrl-C. SIGHUP re-reads every poem.
  *
  * @example
  * ```ts
@@ -45,40 +58,112 @@ export function runAsService(
   const windows = Deno.build.os === "windows";
   const stopSignals: Deno.Signal[] = windows ? ["SIGINT", "SIGBREAK"] : ["SIGINT", "SIGTERM"];
   const { promise, resolve } = Promise.withResolvers<ShutdownSummary>();
-  let stopping = false;
-  const onStop = () => {
-    if (stopping) {
+  let firstStop: number | undefined;
+  const onStop = (signal: Deno.Signal) => {
+    const now = performance.now();
+    if (firstStop === undefined) {
+      firstStop = now;
+      log.info("Got {signal}: draining; press Ctrl-C again to stop at once.", { signal });
+      server.shutdown().then(resolve);
+    } else if (now - firstStop < SAME_STOP_MS) {
+      log.debug("Got {signal} {ms} ms after the first: the same Ctrl-C, still draining.", {
+        signal,
+        ms: Math.round(now - firstStop),
+      });
+    } else {
       log.warning("Second signal: exiting without waiting for transfers.");
       Deno.exit(1);
     }
-    stopping = true;
-    server.shutdown().then(resolve);
   };
-  for (const signal of stopSignals) Deno.addSignalListener(signal, onStop);
+  const stopHandlers = stopSignals.map((signal) => [signal, () => onStop(signal)] as const);
+  for (const [signal, handler] of stopHandlers) Deno.addSignalListener(signal, handler);
   const reload = () => {
-    if (!stopping) server.reload();
+    if (firstStop === undefined) server.reload();
   };
   if (!windows) Deno.addSignalListener("SIGHUP", reload);
-  if (options.watch) watchPoems(server, reload, promise);
+  if (options.watch) watchPoems(server, promise);
   // Whatever goes wrong inside one transfer must not end the server.
   globalThis.addEventListener("unhandledrejection", (event) => {
     event.preventDefault();
     log.error("Unexpected error, server keeps running: {error}", { error: String(event.reason) });
   });
   return promise.finally(() => {
-    for (const signal of stopSignals) Deno.removeSignalListener(signal, onStop);
+    for (const [signal, handler] of stopHandlers) Deno.removeSignalListener(signal, handler);
     if (!windows) Deno.removeSignalListener("SIGHUP", reload);
   });
 }
 
-async function watchPoems(server: PoetryServer, reload: () => void, stopped: Promise<unknown>) {
-  const watcher = Deno.watchFs(server.listeners.map((l) => l.poem.path), { recursive: false });
-  stopped.finally(() => watcher.close());
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  for await (const _event of watcher) {
-    // Editors write a file in several steps; reload once they are done.
-    clearTimeout(timer);
-    timer = setTimeout(reload, 100);
+// Watches the directories that hold the poems, not the poem files: watchFs
+// follows an inode, and an editor that saves by renaming a new file over the
+// poem (vim, `sed -i`, `mv new poem`) would leave a file watch on the old,
+// unlinked inode, deaf from then on. A directory's entries are matched by path.
+// The watch starts synchronously, before the Serving lines: a change made as
+// soon as they are read must be seen.
+function watchPoems(server: PoetryServer, stopped: Promise<unknown>): void {
+  const poemAt = new Map<string, Poem>();
+  const watched = new Set<string>();
+  for (const { poem } of server.listeners) {
+    try {
+      const dir = Deno.realPathSync(dirname(poem.path));
+      watched.add(dir);
+      poemAt.set(join(dir, basename(poem.path)), poem);
+    } catch (err) {
+      // E.g. --allow-read names the file alone: the file itself is all we may watch.
+      log.warning(
+        "Cannot watch the directory of {poem} ({error}); a save by rename ends its watch.",
+        {
+          poem: poem.path,
+          error: err instanceof Error ? err.message : String(err),
+        },
+      );
+      watched.add(resolvePath(poem.path));
+      poemAt.set(resolvePath(poem.path), poem);
+    }
   }
-  clearTimeout(timer);
+  let watcher: Deno.FsWatcher;
+  try {
+    watcher = Deno.watchFs([...watched], { recursive: false });
+  } catch (err) {
+    log.error("Cannot watch the poems; SIGHUP still reloads: {error}", {
+      error: err instanceof Error ? err.message : String(err),
+    });
+    return;
+  }
+  stopped.finally(() => watcher.close());
+  reloadOnChange(server, watcher, poemAt);
+}
+
+async function reloadOnChange(
+  server: PoetryServer,
+  watcher: Deno.FsWatcher,
+  poemAt: Map<string, Poem>,
+): Promise<void> {
+  // One timer per poem: a burst of writes to one poem neither delays nor
+  // re-reads the others.
+  const timers = new Map<Poem, ReturnType<typeof setTimeout>>();
+  try {
+    for await (const event of watcher) {
+      // Reading a file must never count as a change, or each re-read would
+      // trigger the next; a write is reported as "modify" anyway.
+      if (event.kind === "access") continue;
+      for (const path of event.paths) {
+        const poem = poemAt.get(resolvePath(path));
+        if (!poem) continue;
+        clearTimeout(timers.get(poem));
+        timers.set(
+          poem,
+          setTimeout(() => {
+            timers.delete(poem);
+            server.reloadPoem(poem);
+          }, WATCH_SETTLE_MS),
+        );
+      }
+    }
+  } catch (err) {
+    log.error("Stopped watching the poems; SIGHUP still reloads: {error}", {
+      error: err instanceof Error ? err.message : String(err),
+    });
+  } finally {
+    for (const timer of timers.values()) clearTimeout(timer);
+  }
 }
