@@ -48,7 +48,7 @@ const WATCH_SETTLE_MS = 100;
  * import { runAsService } from "./service.ts";
  * const server = await serve(["poems/"]);
  * const summary = await runAsService(server);
- * console.error(summary.served);
+ * console.error(summary.completed);
  * ```
  */
 export function runAsService(
