@@ -12,6 +12,7 @@ import {
   runServer,
   seededBytes,
   startServer,
+  STREAMED_SIZE,
 } from "../helpers.ts";
 
 const linux = Deno.build.os === "linux";
@@ -172,7 +173,10 @@ faultTest(
     console.log(`  ${whole} of 50 got the whole poem; ${summary}; exit ${status.code}`);
     assert.equal(whole, 50);
     assert.equal(status.code, 0);
-    assert.match(server.stderr(), /Shut down: 50 served, 0 cut short/);
+    assert.match(
+      server.stderr(),
+      /Shut down: 50 completed, 0 client left, 0 timed out, 0 cut short/,
+    );
   },
 );
 
@@ -194,7 +198,10 @@ faultTest(
     await Promise.all(transfers);
     assert.equal(status.code, 0);
     assert.ok(ms < 3000, `exit took ${ms} ms`);
-    assert.match(server.stderr(), /Shut down: 0 served, 5 cut short/);
+    assert.match(
+      server.stderr(),
+      /Shut down: 0 completed, 0 client left, 0 timed out, 5 cut short/,
+    );
 
     const again = await startServer(["--delay", "1", poems!.path("hundred.txt")]);
     const slow = readTimed(again.addresses[0]);
@@ -250,34 +257,52 @@ faultTest("--watch reloads a poem when its file changes", async () => {
   }
 });
 
-faultTest("a client flooding input while reading a slow poem: memory stays flat", async () => {
-  const server = await startServer([
-    "--num-bytes",
-    "10",
-    "--delay",
-    "0.2",
-    poems!.path("poem.txt"),
-  ]);
-  const pid = server.process.pid;
-  try {
-    const quiet = readTimed(server.addresses[0], 50);
-    await delay(300);
-    const before = rssKiB(pid);
-    const conn = await Deno.connect(server.addresses[0]);
-    const junk = new Uint8Array(1024 * 1024).fill(0x41);
-    let sent = 0;
-    const until = performance.now() + 3000;
-    while (performance.now() < until && sent < 2048 * junk.length) sent += await conn.write(junk);
-    const during = rssKiB(pid);
-    conn.close();
-    await quiet;
-    console.log(`  flooded ${(sent / 2 ** 20).toFixed(0)} MiB; RSS ${before} -> ${during} KiB`);
-    assert.ok(sent > 100 * 2 ** 20, "the server kept reading");
-    assert.ok(during - before < 20 * 1024, `RSS grew by ${during - before} KiB`);
-  } finally {
-    await server.stop();
-  }
-});
+faultTest(
+  "a client flooding input while reading a slow poem: flow control stops it, memory stays flat",
+  async () => {
+    const server = await startServer([
+      "--num-bytes",
+      "10",
+      "--delay",
+      "0.2",
+      poems!.path("poem.txt"),
+    ]);
+    const pid = server.process.pid;
+    try {
+      const quiet = readTimed(server.addresses[0], 50);
+      await delay(300);
+      const before = rssKiB(pid);
+      const conn = await Deno.connect(server.addresses[0]);
+      const junk = new Uint8Array(1024 * 1024).fill(0x41);
+      let sent = 0;
+      let flooding = true;
+      // Nothing is read during a transfer: once the kernel's buffers are full,
+      // TCP flow control stops the flood at the client.
+      const flood = (async () => {
+        try {
+          while (flooding) sent += await conn.write(junk);
+        } catch {
+          // Closed below.
+        }
+      })();
+      await delay(3000);
+      const during = rssKiB(pid);
+      flooding = false;
+      conn.close();
+      await flood;
+      await quiet;
+      console.log(
+        `  flood stopped by flow control at ${
+          (sent / 2 ** 20).toFixed(1)
+        } MiB; RSS ${before} -> ${during} KiB`,
+      );
+      assert.ok(sent < 64 * 2 ** 20, `the flood went on: ${sent} bytes`);
+      assert.ok(during - before < 20 * 1024, `RSS grew by ${during - before} KiB`);
+    } finally {
+      await server.stop();
+    }
+  },
+);
 
 faultTest("--deny 127.0.0.0/8: a local client gets zero bytes", async () => {
   const server = await startServer([
@@ -338,10 +363,11 @@ faultTest(
       sampling = false;
       await sampler;
       console.log(`  at most ${most} client sockets open; ${results.length} clients served`);
-      assert.ok(most <= 10, `${most} client sockets open`);
+      // Ten transfers, and one client accepted and held until a slot frees.
+      assert.ok(most <= 11, `${most} client sockets open`);
       assert.ok(most >= 5, "the cap was reached in earnest");
       assert.ok(results.every((r) => r.bytes.length === 100));
-      await server.waitForStderr(/At the cap of 10 connections/);
+      await server.waitForStderr(/At the cap of 10 transfers/);
     } finally {
       await server.stop();
     }
@@ -406,6 +432,173 @@ faultTest(
       assert.ok(result.code === 1 || result.code === 2, `exit ${result.code} for ${where}`);
       assert.match(result.stderr, /^error: /, where);
       assert.doesNotMatch(result.stderr, /^\s+at |Stack backtrace|panicked/m, where);
+    }
+  },
+);
+
+/** Connects `count` times and resets each connection at once (SO_LINGER 0), with Python. */
+async function resetsBeforeAccept(port: number, count: number): Promise<void> {
+  const script = `
+import socket, struct, sys
+for _ in range(int(sys.argv[2])):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.connect(("127.0.0.1", int(sys.argv[1])))
+    s.close()
+`;
+  const { code, stderr } = await new Deno.Command("python3", {
+    args: ["-c", script, String(port), String(count)],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert.equal(code, 0, new TextDecoder().decode(stderr));
+}
+
+faultTest("clients that reset in the accept queue do not stall the ones after them", async () => {
+  // One transfer at a time, a second each: the resets pile up in the backlog.
+  const server = await startServer([
+    "--max-connections",
+    "1",
+    "--num-bytes",
+    "50",
+    "--delay",
+    "0.5",
+    poems!.path("hundred.txt"),
+  ]);
+  const address = server.addresses[0];
+  try {
+    const holder = readTimed(address);
+    await delay(100);
+    const waiting = readTimed(address); // accepted, held for the slot
+    await delay(100);
+    await resetsBeforeAccept(address.port, 100);
+    const started = performance.now();
+    const after = await readTimed(address);
+    const ms = performance.now() - started;
+    const [first, second] = await Promise.all([holder, waiting]);
+    console.log(`  a client behind 100 resets got its poem after ${(ms / 1000).toFixed(1)} s`);
+    for (const r of [first, second, after]) assert.equal(r.bytes.length, 100);
+    // Its own turn comes after the two before it: about 2.5 s, not minutes.
+    assert.ok(ms < 6000, `took ${ms} ms`);
+    assert.doesNotMatch(server.stderr(), /retrying in/);
+  } finally {
+    await server.stop();
+  }
+});
+
+faultTest(
+  "the cap does not starve a listener: with --max-connections 1, each poem is served",
+  async () => {
+    const server = await startServer([
+      "--max-connections",
+      "1",
+      poems!.path("hundred.txt"),
+      poems!.path("poem.txt"),
+    ], { listeners: 2 });
+    try {
+      await delay(200);
+      assert.doesNotMatch(server.stderr(), /At the cap/, "nobody is connected yet");
+      const second = await Promise.race([fetchBytes(server.addresses[1]), delay(3000)]);
+      assert.equal(new TextDecoder().decode(second as Uint8Array), POEM);
+      assert.equal(
+        new TextDecoder().decode(await fetchBytes(server.addresses[0])),
+        "z".repeat(100),
+      );
+    } finally {
+      await server.stop();
+    }
+  },
+);
+
+faultTest("a huge --num-bytes on a streamed poem costs a bounded block per client", async () => {
+  const huge = await makePoems({ "huge.bin": seededBytes(STREAMED_SIZE, 31) });
+  const server = await startServer([
+    "--num-bytes",
+    "1073741824",
+    "--delay",
+    "1",
+    huge.path("huge.bin"),
+  ]);
+  const pid = server.process.pid;
+  try {
+    const rssBefore = rssKiB(pid);
+    const stalled = await Promise.all(
+      Array.from({ length: 20 }, () => Deno.connect(server.addresses[0])),
+    );
+    await delay(1500);
+    const grown = rssKiB(pid) - rssBefore;
+    for (const conn of stalled) conn.close();
+    console.log(`  20 stalled clients at --num-bytes 1 GiB: RSS +${(grown / 1024).toFixed(0)} MiB`);
+    assert.ok(grown < 100 * 1024, `RSS grew by ${grown} KiB`);
+  } finally {
+    await server.stop();
+    await huge.cleanup();
+  }
+});
+
+faultTest("slow clients of a streamed poem that leave early leak no descriptors", async () => {
+  const huge = await makePoems({ "huge.bin": seededBytes(STREAMED_SIZE, 37) });
+  const server = await startServer([
+    "--log-level",
+    "warning",
+    "--num-bytes",
+    "1000",
+    "--delay",
+    "0.05",
+    huge.path("huge.bin"),
+  ]);
+  const pid = server.process.pid;
+  try {
+    await resetStorm(server.addresses[0], 100); // warm up
+    await delay(500);
+    const before = fdCount(pid);
+    const storms = await resetStorm(server.addresses[0], 3000);
+    await delay(1000); // the next paced write notices each one
+    const after = fdCount(pid);
+    console.log(`  ${storms} clients left early; fds ${before} -> ${after}`);
+    assert.ok(storms >= 1000, `only ${storms} clients`);
+    assert.equal(after, before);
+  } finally {
+    await server.stop();
+    await huge.cleanup();
+  }
+});
+
+faultTest(
+  "a FIFO swapped in for a streamed poem holds nobody; SIGTERM still ends the process",
+  async () => {
+    const poem = seededBytes(STREAMED_SIZE, 41);
+    const huge = await makePoems({ "huge.bin": poem });
+    const path = huge.path("huge.bin");
+    const server = await startServer(["--drain-timeout", "2", path]);
+    try {
+      const conn = await Deno.connect(server.addresses[0]);
+      await conn.read(new Uint8Array(1024));
+      await Deno.remove(path);
+      const mkfifo = await new Deno.Command("mkfifo", { args: [path] }).output();
+      assert.equal(mkfifo.code, 0);
+      server.process.kill("SIGHUP");
+      await server.waitForStderr(/Could not reload .*huge\.bin/);
+      const late = await fetchBytes(server.addresses[0]);
+      assert.equal(
+        late.length,
+        poem.length,
+        "a later client still gets the version the server holds open",
+      );
+      const started = performance.now();
+      const status = await server.stop("SIGTERM");
+      const ms = performance.now() - started;
+      conn.close();
+      console.log(
+        `  SIGTERM with a client parked on the old version: exit ${status.code} in ${
+          ms.toFixed(0)
+        } ms`,
+      );
+      assert.equal(status.code, 0);
+      assert.ok(ms < 4000, `took ${ms} ms`);
+    } finally {
+      await server.stop();
+      await huge.cleanup();
     }
   },
 );
