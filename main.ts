@@ -6,7 +6,9 @@
  */
 
 import {
+  escapeControl,
   EXIT_RUNTIME,
+  flushLogs,
   formatAddress,
   parseCommandLine,
   PoetryError,
@@ -36,16 +38,25 @@ async function main(args: string[]): Promise<number> {
   // a line and sends SIGHUP or SIGTERM at once must not kill the process.
   const stopped = runAsService(server, { watch: cli.watch });
   for (const { poem, addr } of server.listeners) {
-    console.log(`Serving ${poem.path} on ${formatAddress(addr)}.`);
+    // A file name holding a newline must not print a second, forged line.
+    console.log(`Serving ${escapeControl(poem.path)} on ${formatAddress(addr)}.`);
   }
   await stopped;
   return 0;
 }
 
+// Long enough to write a full log buffer to a working stderr; a stuck one
+// must not keep the process from exiting.
+const LOG_FLUSH_MS = 2000;
+
 if (import.meta.main) {
   try {
-    Deno.exit(await main(Deno.args));
+    const code = await main(Deno.args);
+    await flushLogs(LOG_FLUSH_MS);
+    Deno.exit(code);
   } catch (err) {
+    // Records logged before the failure go out before the error line.
+    await flushLogs(LOG_FLUSH_MS);
     // Bad input and start-up failures are one or two plain lines, not a trace.
     const known = err instanceof PoetryError;
     console.error(`error: ${err instanceof Error ? err.message : err}`);

@@ -2,15 +2,22 @@
  * Logging: LogTape records to stderr, as text or one JSON object per line.
  * stdout is kept for the `Serving ...` lines alone.
  *
+ * Records go through a bounded buffer, written to stderr in batches without
+ * ever waiting for it: a log pipe whose reader stopped costs dropped (and
+ * counted) records, never a frozen server.
+ *
  * @module
  */
 
 import {
   configureSync,
+  drain,
+  type Drainable,
   getTextFormatter,
   type LogLevel,
   type LogRecord,
   resetSync,
+  type TextFormatter,
 } from "@logtape/logtape";
 import type { LogFormat, LogLevelName } from "./options.ts";
 
@@ -30,8 +37,12 @@ export interface LogOptions {
   format?: LogFormat;
 }
 
+let current: BufferedSink | undefined;
+let droppedBefore = 0;
+
 /**
- * Sends the `poetry` loggers to stderr. Call once, before serving.
+ * Sends the `poetry` loggers to stderr. Call once, before serving; call
+ * {@linkcode flushLogs} before `Deno.exit`.
  *
  * @example
  * ```ts
@@ -40,21 +51,107 @@ export interface LogOptions {
  * ```
  */
 export function setupLogging(options: LogOptions = {}): void {
-  const format = options.format === "json"
-    ? jsonLine
-    : getTextFormatter({ timestamp: "date-time-tz", category: ".", value: plainValue });
-  const encoder = new TextEncoder();
-  // A synchronous sink: a record is on stderr before the next line of code
-  // runs, nothing is lost at exit, and no queue grows when stderr is slow.
-  const stderr = (record: LogRecord) => writeAllSync(encoder.encode(format(record)));
+  if (current) droppedBefore += current.dropped;
+  else addEventListener("unload", () => current?.flushSync());
+  current = getBufferedSink(getLogFormatter(options.format ?? "text"));
   resetSync();
   configureSync({
-    sinks: { stderr },
+    sinks: { stderr: current },
     loggers: [
       { category: ["poetry"], lowestLevel: options.level ?? "info" as LogLevel, sinks: ["stderr"] },
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
     ],
   });
+}
+
+/**
+ * Waits until the buffered records are on stderr, for at most `timeoutMs`:
+ * a stderr that takes nothing must not keep the process from exiting.
+ * Resolves with whether everything was written.
+ *
+ * @example
+ * ```ts
+ * import { flushLogs } from "./log.ts";
+ * await flushLogs(2000);
+ * Deno.exit(0);
+ * ```
+ */
+export async function flushLogs(timeoutMs: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), timeoutMs);
+  });
+  try {
+    return await Promise.race([drain().then(() => true, () => false), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * How many log records were dropped because stderr did not keep up, since
+ * the process started.
+ *
+ * @example
+ * ```ts
+ * import { droppedLogRecords } from "./log.ts";
+ * console.log(`poetry_log_records_dropped_total ${droppedLogRecords()}`);
+ * ```
+ */
+export function droppedLogRecords(): number {
+  return droppedBefore + (current?.dropped ?? 0);
+}
+
+/**
+ * Escapes what would let text forge or garble a line of output: C0 controls,
+ * DEL, C1 controls and the Unicode line and paragraph separators. `\n`, `\r`
+ * and `\t` become those two-character escapes, the rest `\xNN` or `\uNNNN`.
+ *
+ * @example
+ * ```ts
+ * import { escapeControl } from "./log.ts";
+ * escapeControl("x\nServing fake.txt"); // "x\\nServing fake.txt"
+ * ```
+ */
+export function escapeControl(text: string): string {
+  // LogTape's sanitizeControlSequences keeps tabs, SGR colour codes and
+  // U+2028/U+2029, and its `\n` option is all or nothing per formatter.
+  return CONTROL.test(text) ? text.replace(CONTROL_ALL, escapeOne) : text;
+}
+
+// Matching control characters is the point here.
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/;
+const CONTROL_ALL = new RegExp(CONTROL.source, "g");
+const NAMED: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+
+function escapeOne(char: string): string {
+  const code = char.charCodeAt(0);
+  return NAMED[char] ??
+    (code < 0x100 ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u${code.toString(16)}`);
+}
+
+/**
+ * The formatter for a log format: `text` is LogTape's text format with
+ * values bare and control characters escaped, `json` one JSON object per line.
+ *
+ * @example
+ * ```ts
+ * import { getLogFormatter } from "./log.ts";
+ * const format = getLogFormatter("text");
+ * format({
+ *   category: ["poetry"],
+ *   level: "info",
+ *   message: ["Hello, ", "world", "."],
+ *   rawMessage: "Hello, {who}.",
+ *   timestamp: 0,
+ *   properties: { who: "world" },
+ * }); // "1970-01-01 00:00:00.000 +00 [INF] poetry: Hello, world.\n"
+ * ```
+ */
+export function getLogFormatter(format: LogFormat): TextFormatter {
+  if (format === "json") return jsonLine;
+  return getTextFormatter({ timestamp: utcTimestamp(), category: ".", value: plainValue });
 }
 
 /**
@@ -75,9 +172,212 @@ function jsonLine(record: LogRecord): string {
 // Strings and numbers as they are: LogTape's "bare" option still sends
 // numbers through Deno.inspect, which was a tenth of the CPU per connection.
 function plainValue(value: unknown, inspect: (value: unknown) => string): string {
-  return typeof value === "string" || typeof value === "number" ? String(value) : inspect(value);
+  if (typeof value === "number") return String(value);
+  return escapeControl(typeof value === "string" ? value : inspect(value));
 }
 
-function writeAllSync(bytes: Uint8Array): void {
-  for (let at = 0; at < bytes.length;) at += Deno.stderr.writeSync(bytes.subarray(at));
+/**
+ * LogTape's `date-time-tz` timestamp in UTC, `2026-11-24 21:03:19.865 +00`,
+ * with the date and time worked out once a second instead of per record.
+ */
+function utcTimestamp(): (timestamp: number) => string {
+  let second = NaN;
+  let prefix = "";
+  return (timestamp) => {
+    const ms = Math.trunc(timestamp);
+    const now = Math.floor(ms / 1000);
+    if (now !== second) {
+      const d = new Date(now * 1000);
+      second = now;
+      prefix = `${d.getUTCFullYear()}-${pad2(d.getUTCMonth() + 1)}-${pad2(d.getUTCDate())} ` +
+        `${pad2(d.getUTCHours())}:${pad2(d.getUTCMinutes())}:${pad2(d.getUTCSeconds())}.`;
+    }
+    const fraction = ms - now * 1000;
+    return `${prefix}${fraction < 10 ? "00" : fraction < 100 ? "0" : ""}${fraction} +00`;
+  };
+}
+
+function pad2(n: number): string {
+  return n < 10 ? `0${n}` : `${n}`;
+}
+
+/**
+ * Where and how a {@linkcode getBufferedSink} writes.
+ *
+ * @example
+ * ```ts
+ * import type { BufferedSinkOptions } from "./log.ts";
+ * const options: BufferedSinkOptions = { maxChars: 64 * 1024 };
+ * ```
+ */
+export interface BufferedSinkOptions {
+  /**
+   * Writes some of the bytes and resolves with how many, like
+   * `Deno.stderr.write`. Must not block the event loop.
+   * @default {Deno.stderr.write}
+   */
+  write?: (bytes: Uint8Array) => Promise<number>;
+  /** Writes some of the bytes at once, for {@linkcode BufferedSink.flushSync}. @default {Deno.stderr.writeSync} */
+  writeSync?: (bytes: Uint8Array) => number;
+  /**
+   * Most formatted text held, waiting or being written, in UTF-16 code
+   * units; a record that does not fit is dropped and counted.
+   * @default {1048576}
+   */
+  maxChars?: number;
+  /** Text waiting that starts a write at once rather than on a zero timer. @default {16384} */
+  batchChars?: number;
+}
+
+/** A LogTape sink from {@linkcode getBufferedSink}. */
+export interface BufferedSink extends Drainable {
+  /** Formats the record and queues it, or drops it when the buffer is full. */
+  (record: LogRecord): void;
+  /** Records dropped so far, for a full buffer or a failed write. */
+  readonly dropped: number;
+  /**
+   * Writes what is waiting, synchronously, for the moment of exit; does
+   * nothing and returns `false` if a write is still under way, since stderr
+   * may be stuck and waiting would hang the process.
+   */
+  flushSync(): boolean;
+  /**
+   * Resolves once nothing waits and nothing is being written, which takes
+   * forever while stderr is stuck: bound it, as {@linkcode flushLogs} does.
+   */
+  drain(): Promise<void>;
+}
+
+const DROP_NOTICE = "Dropped {dropped} log records: stderr was not keeping up.";
+
+/**
+ * A LogTape sink that never waits for stderr: records are formatted at once,
+ * held in a bounded buffer, and written in batches by one asynchronous write
+ * at a time. When the buffer is full records are dropped and counted; after
+ * the next write that succeeds, one warning record says how many.
+ *
+ * LogTape's own non-blocking stream sink writes one record per write and
+ * bounds the buffer by records, not bytes, hence this one.
+ *
+ * @example
+ * ```ts
+ * import { configureSync } from "@logtape/logtape";
+ * import { getBufferedSink, getLogFormatter } from "./log.ts";
+ * const stderr = getBufferedSink(getLogFormatter("text"));
+ * configureSync({ sinks: { stderr }, loggers: [{ category: ["poetry"], sinks: ["stderr"] }] });
+ * ```
+ */
+export function getBufferedSink(
+  format: TextFormatter,
+  options: BufferedSinkOptions = {},
+): BufferedSink {
+  const write = options.write ?? ((bytes: Uint8Array) => Deno.stderr.write(bytes));
+  const writeSync = options.writeSync ?? ((bytes: Uint8Array) => Deno.stderr.writeSync(bytes));
+  const maxChars = options.maxChars ?? 1024 * 1024;
+  const batchChars = options.batchChars ?? 16 * 1024;
+  const encoder = new TextEncoder();
+  let waiting: string[] = [];
+  let waitingChars = 0;
+  let writingChars = 0;
+  let writing = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let dropped = 0;
+  let unreported = 0;
+  let idle: PromiseWithResolvers<void> | undefined;
+
+  const take = (): Uint8Array => {
+    const bytes = encoder.encode(waiting.join(""));
+    waiting = [];
+    waitingChars = 0;
+    return bytes;
+  };
+
+  const writeNow = () => {
+    clearTimeout(timer);
+    timer = undefined;
+    if (writing) return;
+    if (waiting.length === 0) {
+      idle?.resolve();
+      idle = undefined;
+      return;
+    }
+    const records = waiting.length;
+    writingChars = waitingChars;
+    writing = true;
+    writeAll(take()).then(
+      () => {
+        // The notice may overshoot maxChars by its one line: it is owed.
+        if (unreported > 0) queue(format(dropNotice(unreported)));
+        unreported = 0;
+      },
+      () => {
+        dropped += records;
+        unreported += records;
+      },
+    ).finally(() => {
+      writing = false;
+      writingChars = 0;
+      writeNow();
+    });
+  };
+
+  const writeAll = async (bytes: Uint8Array) => {
+    for (let at = 0; at < bytes.length;) at += await write(bytes.subarray(at));
+  };
+
+  const queue = (text: string) => {
+    waiting.push(text);
+    waitingChars += text.length;
+  };
+
+  const sink = (record: LogRecord) => {
+    const text = format(record);
+    if (waitingChars + writingChars + text.length > maxChars) {
+      dropped++;
+      unreported++;
+      return;
+    }
+    queue(text);
+    if (writing) return;
+    if (waitingChars >= batchChars) writeNow();
+    else timer ??= setTimeout(writeNow, 0);
+  };
+
+  const flushSync = () => {
+    if (writing) return false;
+    clearTimeout(timer);
+    timer = undefined;
+    const bytes = take();
+    try {
+      for (let at = 0; at < bytes.length;) at += writeSync(bytes.subarray(at));
+      return true;
+    } catch {
+      // At exit there is nowhere left to report a broken stderr.
+      return false;
+    }
+  };
+
+  const drainSink = () => {
+    if (!writing && waiting.length === 0) return Promise.resolve();
+    idle ??= Promise.withResolvers<void>();
+    if (!writing) writeNow();
+    return idle.promise;
+  };
+
+  return Object.defineProperties(sink, {
+    dropped: { get: () => dropped },
+    flushSync: { value: flushSync },
+    drain: { value: drainSink },
+  }) as BufferedSink;
+}
+
+function dropNotice(count: number): LogRecord {
+  return {
+    category: ["poetry", "log"],
+    level: "warning",
+    message: ["Dropped ", count, " log records: stderr was not keeping up."],
+    rawMessage: DROP_NOTICE,
+    timestamp: Date.now(),
+    properties: { dropped: count },
+  };
 }
