@@ -123,7 +123,7 @@ class FileContent implements PoemContent {
   readonly path: string;
   readonly size: number;
   readonly bytes = undefined;
-  /** Device, inode, size and mtime: a reload that finds the same file keeps this version. */
+  /** See {@linkcode fileIdentity}. */
   readonly identity: string;
   readonly #file: Deno.FsFile;
   #readers = 0;
@@ -135,7 +135,7 @@ class FileContent implements PoemContent {
   constructor(path: string, file: Deno.FsFile, info: Deno.FileInfo) {
     this.path = path;
     this.size = info.size;
-    this.identity = `${info.dev}:${info.ino}:${info.size}:${info.mtime?.getTime()}`;
+    this.identity = fileIdentity(info);
     this.#file = file;
   }
 
@@ -204,13 +204,16 @@ export class Poem {
   /** The file the poem is read from. */
   readonly path: string;
   #content: PoemContent;
+  /** The file the current version was read from, as {@linkcode fileIdentity} says. */
+  #identity: string;
   /** The re-read in progress, and the one more a call during it asked for. */
   #reloading?: Promise<boolean>;
   #reloadAgain?: Promise<boolean>;
 
-  private constructor(path: string, content: PoemContent) {
+  private constructor(path: string, { content, identity }: ReadResult) {
     this.path = path;
     this.#content = content;
+    this.#identity = identity;
   }
 
   /**
@@ -218,7 +221,7 @@ export class Poem {
    * @throws {UsageError} when the file is missing, unreadable or not a file.
    */
   static async load(path: string): Promise<Poem> {
-    return new Poem(path, await readContent(path));
+    return new Poem(path, (await readContent(path))!);
   }
 
   /** The current version; a sender keeps the one it started with. */
@@ -246,17 +249,12 @@ export class Poem {
   }
 
   async #reloadOnce(): Promise<boolean> {
-    const next = await readContent(this.path);
+    const next = await readContent(this.path, this.#identity);
+    if (!next) return false; // the same file, untouched: not even read again
     const old = this.#content;
-    if (next instanceof FileContent && old instanceof FileContent) {
-      if (next.identity === old.identity) {
-        next.retire();
-        return false;
-      }
-    } else if (next.bytes && old.bytes && view(next.bytes).equals(old.bytes)) {
-      return false;
-    }
-    this.#content = next;
+    this.#identity = next.identity;
+    if (next.content.bytes && old.bytes && view(next.content.bytes).equals(old.bytes)) return false;
+    this.#content = next.content;
     if (old instanceof FileContent) old.retire();
     return true;
   }
@@ -404,7 +402,23 @@ export async function loadPoems(args: string[]): Promise<Poem[]> {
   return poems;
 }
 
-async function readContent(path: string): Promise<PoemContent> {
+/** A version and the file it came from. */
+interface ReadResult {
+  content: PoemContent;
+  identity: string;
+}
+
+/**
+ * Device, inode, size and modification time: when a re-read finds them all
+ * the same, the file is the one already loaded (a burst of reloads then
+ * costs a stat each, not a copy of the poem each).
+ */
+function fileIdentity(info: Deno.FileInfo): string {
+  return `${info.dev}:${info.ino}:${info.size}:${info.mtime?.getTime()}`;
+}
+
+/** Reads the poem at `path`, or `undefined` when it is still the file `unchanged` names. */
+async function readContent(path: string, unchanged?: string): Promise<ReadResult | undefined> {
   const info = await statOrExplain(path);
   if (!info.isFile) {
     throw new UsageError(
@@ -412,8 +426,14 @@ async function readContent(path: string): Promise<PoemContent> {
       "name a poem file or a directory of poems",
     );
   }
+  if (fileIdentity(info) === unchanged) return undefined;
   try {
-    if (info.size <= STREAM_THRESHOLD) return memoryContent(path, await Deno.readFile(path));
+    if (info.size <= STREAM_THRESHOLD) {
+      return {
+        content: memoryContent(path, await Deno.readFile(path)),
+        identity: fileIdentity(info),
+      };
+    }
     // The version is the file opened now: what its handle reads stays the
     // same when another file is renamed over the path or it is deleted.
     const file = await Deno.open(path);
@@ -422,7 +442,8 @@ async function readContent(path: string): Promise<PoemContent> {
       file.close();
       throw new UsageError(`${path} is not a regular file`, "name a poem file");
     }
-    return new FileContent(path, file, opened);
+    const content = new FileContent(path, file, opened);
+    return { content, identity: content.identity };
   } catch (err) {
     throw explainReadError(path, err);
   }
