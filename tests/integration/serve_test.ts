@@ -291,16 +291,41 @@ Deno.test("--help prints usage with examples and exits 0; --version prints the v
 const nc = await findNc();
 
 Deno.test({
-  name: `the system's nc fetches the poem${nc ? "" : " (skipped: no nc installed)"}`,
+  name: `the system's nc, with -N or -q 0 too, and Python's half-close get a 4 MB poem whole${
+    nc ? "" : " (skipped: no nc installed)"
+  }`,
   ignore: nc === undefined,
   async fn() {
-    const poems = await makePoems({ "p.txt": TEXT });
-    const server = await startServer(["--iface", "127.0.0.1", poems.path("p.txt")]);
+    const poem = seededBytes(4 * 1024 * 1024, 43);
+    const poems = await makePoems({ "p.bin": poem });
+    const server = await startServer(["--iface", "127.0.0.1", poems.path("p.bin")]);
     try {
       const { port } = server.addresses[0];
-      const out = await new Deno.Command(nc!, { args: ["127.0.0.1", String(port)], stdin: "null" })
-        .output();
-      assert.equal(new TextDecoder().decode(out.stdout), TEXT);
+      for (const flags of [[], ["-N"], ["-q", "0"]]) {
+        const out = await new Deno.Command(nc!, {
+          args: [...flags, "127.0.0.1", String(port)],
+          stdin: "null",
+        }).output();
+        assert.deepEqual(out.stdout, poem, `nc ${flags.join(" ")}`);
+      }
+      const python = await new Deno.Command("python3", {
+        args: [
+          "-c",
+          `
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
+s.shutdown(socket.SHUT_WR)
+while True:
+    b = s.recv(65536)
+    if not b: break
+    sys.stdout.buffer.write(b)
+`,
+          String(port),
+        ],
+      }).output();
+      assert.deepEqual(python.stdout, poem, "python: input, then shutdown(SHUT_WR)");
+      await server.waitForLines(/: completed\./, 4);
     } finally {
       await server.stop();
       await poems.cleanup();
