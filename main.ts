@@ -6,14 +6,17 @@
  */
 
 import {
+  AdminEndpoint,
   escapeControl,
   EXIT_RUNTIME,
   flushLogs,
   formatAddress,
   parseCommandLine,
   PoetryError,
+  PoetryMetrics,
   runAsService,
   serve,
+  ServerStats,
   setupLogging,
   USAGE,
   VERSION,
@@ -33,15 +36,42 @@ async function main(args: string[]): Promise<number> {
   // The samples sit beside this file: in the repository, or embedded in a
   // compiled binary with `deno compile --include poems`.
   const samples = cli.samples ? [`${import.meta.dirname}/poems`] : [];
-  const server = await serve([...cli.poems, ...samples], cli.serve);
+  // Bytes sent are counted always (SIGUSR1 reports them); durations and
+  // start times only for the admin endpoint.
+  const stats = new ServerStats();
+  const metrics = cli.admin ? new PoetryMetrics(stats) : undefined;
+  const server = await serve([...cli.poems, ...samples], {
+    ...cli.serve,
+    observer: metrics ?? stats,
+  });
+  let admin: AdminEndpoint | undefined;
+  try {
+    if (cli.admin && metrics) {
+      admin = AdminEndpoint.start(server, {
+        ...cli.admin,
+        metrics,
+        pace: cli.serve.pace,
+        iface: cli.serve.iface,
+      });
+    }
+  } catch (err) {
+    await server.shutdown(0);
+    throw err;
+  }
   // Signal handlers go in before the Serving lines: a supervisor that reads
   // a line and sends SIGHUP or SIGTERM at once must not kill the process.
-  const stopped = runAsService(server, { watch: cli.watch });
+  const stopped = runAsService(server, {
+    watch: cli.watch,
+    stats,
+    statsInterval: cli.statsInterval,
+  });
   for (const { poem, addr } of server.listeners) {
     // A file name holding a newline must not print a second, forged line.
     console.log(`Serving ${escapeControl(poem.path)} on ${formatAddress(addr)}.`);
   }
   await stopped;
+  // /healthz said 503 through the drain; now nothing is left to report.
+  await admin?.shutdown();
   return 0;
 }
 

@@ -67,6 +67,51 @@ export interface PoemListenerOptions {
   gate?: ConnectionGate;
   /** Drop a client that takes no bytes for this many seconds; 0 disables. @default {30} */
   writeTimeout?: number;
+  /** Told of every transfer's start and end, for statistics; none when absent. */
+  observer?: TransferObserver;
+}
+
+/**
+ * Watches transfers for statistics and metrics. Both calls happen on the
+ * connection's own path, so they must be cheap: count, do not compute.
+ *
+ * @example
+ * ```ts
+ * import type { TransferObserver } from "./listener.ts";
+ * let sent = 0;
+ * const observer: TransferObserver = {
+ *   transferStarted() {},
+ *   transferEnded(_listener, result) {
+ *     sent += result.sent;
+ *   },
+ * };
+ * ```
+ */
+export interface TransferObserver {
+  /** A client was accepted, let through, and its sender made; called before its first byte. */
+  transferStarted(listener: PoemListener, sender: PoemSender, peer: Deno.NetAddr): void;
+  /** A transfer was recorded (counted in {@linkcode PoemListener.counts} and logged). */
+  transferEnded(listener: PoemListener, result: SendResult): void;
+}
+
+/**
+ * A transfer in flight, as {@linkcode PoemListener.transfers} shows it.
+ *
+ * @example
+ * ```ts
+ * import type { TransferInFlight } from "./listener.ts";
+ * const show = (t: TransferInFlight) => `${t.peer.port}: ${t.sent} of ${t.total}`;
+ * ```
+ */
+export interface TransferInFlight {
+  /** The sender, the same object {@linkcode TransferObserver.transferStarted} was given. */
+  sender: PoemSender;
+  /** The client. */
+  peer: Deno.NetAddr;
+  /** Bytes the kernel has taken so far. */
+  sent: number;
+  /** Bytes in the version of the poem this client gets. */
+  total: number;
 }
 
 /**
@@ -182,6 +227,17 @@ export class PoemListener {
     return this.#active.size;
   }
 
+  /**
+   * The transfers in flight, read at the moment of the call (for status
+   * pages: the objects are made here, not kept per connection).
+   */
+  *transfers(): Generator<TransferInFlight> {
+    for (const sender of this.#active.keys()) {
+      const peer = sender.conn.remoteAddr as Deno.NetAddr;
+      yield { sender, peer, sent: sender.sent, total: sender.content.size };
+    }
+  }
+
   /** Accepts and serves clients until {@linkcode close}; resolves then. */
   async serve(): Promise<void> {
     this.#startSweeper();
@@ -285,6 +341,7 @@ export class PoemListener {
       return;
     }
     const sender = new PoemSender(conn, this.poem.content, this.#options);
+    this.#options.observer?.transferStarted(this, sender, peer);
     this.#active.set(
       sender,
       sender.run().then((result) => {
@@ -297,6 +354,7 @@ export class PoemListener {
 
   #record(peer: Deno.NetAddr, result: SendResult): void {
     this.counts[result.outcome]++;
+    this.#options.observer?.transferEnded(this, result);
     // Properties are built only when the record is logged at all.
     const properties = () => ({ peer: formatAddress(peer), poem: this.poem.path, ...result });
     if (result.outcome === "error") {

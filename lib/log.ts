@@ -13,6 +13,7 @@ import {
   configureSync,
   drain,
   type Drainable,
+  getLogger,
   getTextFormatter,
   type LogLevel,
   type LogRecord,
@@ -54,6 +55,7 @@ export function setupLogging(options: LogOptions = {}): void {
   if (current) droppedBefore += current.dropped;
   else addEventListener("unload", () => current?.flushSync());
   current = getBufferedSink(getLogFormatter(options.format ?? "text"));
+  connectionTrace.on = options.level === "debug";
   resetSync();
   configureSync({
     sinks: { stderr: current },
@@ -62,6 +64,50 @@ export function setupLogging(options: LogOptions = {}): void {
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
     ],
   });
+}
+
+/**
+ * Whether the per-connection debug records are wanted: one per accepted
+ * client, one per paced write. {@linkcode setupLogging} sets it for
+ * `--log-level debug`. A plain field because it is read on the hot path (up
+ * to 100,000 paced writes a second), where even LogTape's level check, let
+ * alone building a record, would cost at the default level.
+ *
+ * @example
+ * ```ts
+ * import { connectionTrace } from "./log.ts";
+ * if (connectionTrace.on) console.error("debug records for every connection");
+ * ```
+ */
+export const connectionTrace: { on: boolean } = { on: false };
+
+const paceLog = getLogger(["poetry", "connection", "write"]);
+
+/**
+ * The debug record for one paced write; call it only when
+ * {@linkcode connectionTrace} is on.
+ *
+ * @example
+ * ```ts
+ * import { connectionTrace, logPacedWrite } from "./log.ts";
+ * const conn = await Deno.connect({ hostname: "127.0.0.1", port: 10000 });
+ * if (connectionTrace.on) logPacedWrite(conn, 10, 30, 500);
+ * conn.close();
+ * ```
+ */
+export function logPacedWrite(conn: Deno.Conn, bytes: number, sent: number, total: number): void {
+  paceLog.debug("{peer} took {bytes} bytes: {sent} of {total} sent.", () => ({
+    peer: peerOf(conn),
+    bytes,
+    sent,
+    total,
+  }));
+}
+
+function peerOf(conn: Deno.Conn): string {
+  const addr = conn.remoteAddr as Deno.NetAddr;
+  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+  return `${host}:${addr.port}`;
 }
 
 /**
@@ -368,8 +414,17 @@ export function getBufferedSink(
     dropped: { get: () => dropped },
     flushSync: { value: flushSync },
     drain: { value: drainSink },
+    // The sink formats each record the moment it gets it, so LogTape need
+    // not copy the record's properties first (a copy per record was a tenth
+    // of the logging cost). LogTape 2.4.2 reads this symbol but does not
+    // document it: the version is pinned in deno.json, and
+    // tests/log_test.ts checks that records arrive uncopied.
+    [IMMEDIATE]: { value: true },
   }) as BufferedSink;
 }
+
+/** Marks a sink that consumes each record at once; see getBufferedSink. */
+const IMMEDIATE = Symbol.for("LogTape.sinkSnapshotPolicy.immediate");
 
 function dropNotice(count: number): LogRecord {
   return {

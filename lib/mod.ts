@@ -12,6 +12,13 @@
  */
 
 export { AccessList, type Cidr, parseCidr } from "./access.ts";
+export {
+  AdminEndpoint,
+  type AdminOptions,
+  type StatusReport,
+  statusReport,
+  type TransferStatus,
+} from "./admin.ts";
 export { fetchPoem, parseAddress, type PoemAddress } from "./client.ts";
 export { EXIT_RUNTIME, EXIT_USAGE, PoetryError, StartupError, UsageError } from "./errors.ts";
 export {
@@ -20,12 +27,16 @@ export {
   formatAddress,
   PoemListener,
   type TransferCounts,
+  type TransferInFlight,
+  type TransferObserver,
 } from "./listener.ts";
 export {
+  connectionTrace,
   droppedLogRecords,
   escapeControl,
   flushLogs,
   type LogOptions,
+  logPacedWrite,
   setupLogging,
 } from "./log.ts";
 export {
@@ -55,4 +66,15 @@ export {
 } from "./sender.ts";
 export { PoetryServer, serve, type ServeOptions, type ShutdownSummary } from "./server.ts";
 export { runAsService, type ServiceOptions } from "./service.ts";
+export { logStats, ServerStats, type StatsSnapshot } from "./stats.ts";
+export { STATUS_PAGE } from "./status_page.ts";
+export {
+  DURATION_BUCKETS,
+  exposition,
+  EXPOSITION_CONTENT_TYPE,
+  Histogram,
+  type Labels,
+  type MetricFamily,
+  PoetryMetrics,
+} from "./metrics.ts";
 export { VERSION } from "./version.ts";

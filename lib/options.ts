@@ -55,6 +55,10 @@ export interface CommandLine {
   watch: boolean;
   /** Also serve the sample poems shipped with the program. @default {false} */
   samples: boolean;
+  /** Where the admin endpoint (metrics, health, status page) listens; off when absent. */
+  admin?: { hostname: string; port: number };
+  /** Seconds between stats records in the log; 0 is off. @default {0} */
+  statsInterval: number;
   /** `--help` was given: print usage and exit. */
   help: boolean;
   /** `--version` was given: print the version and exit. */
@@ -94,6 +98,10 @@ Options:
   --deny CIDR           never serve these clients (repeatable; wins over --allow)
   --watch               re-read a poem when its file changes (SIGHUP always does)
   --samples             also serve the sample poems shipped with the program
+  --admin HOST:PORT     serve /metrics (Prometheus), /healthz, /status.json
+                        and a live status page at / (default: off)
+  --stats-interval SECS write a stats record to the log this often; 0 is off
+                        (default: 0; SIGUSR1 writes one at any time)
   --log-level LEVEL     debug, info, warning or error (default: info)
   --log-format FORMAT   text or json, one record per line (default: text)
   -h, --help            show this help
@@ -105,6 +113,7 @@ Examples:
   poetry --port 10000 --num-bytes 30 --delay 0.5 poems/ode-to-the-socket.txt
   poetry --iface ::1 --port 10000 poems/
   poetry --samples                              the bundled poems (a release binary too)
+  poetry --admin 127.0.0.1:9100 poems/          metrics and a status page on port 9100
 
 Exit codes: 0 ok, 1 failure at run time (port in use, ...), 2 bad input.
 `;
@@ -124,6 +133,8 @@ const config = {
     deny: { type: "string", multiple: true },
     watch: { type: "boolean" },
     samples: { type: "boolean" },
+    admin: { type: "string" },
+    "stats-interval": { type: "string" },
     "log-level": { type: "string" },
     "log-format": { type: "string" },
     help: { type: "boolean", short: "h" },
@@ -159,6 +170,7 @@ export function parseCommandLine(args: string[]): CommandLine {
     logFormat: oneOf("--log-format", values["log-format"], ["text", "json"], "text"),
     watch: values.watch ?? false,
     samples: values.samples ?? false,
+    statsInterval: 0,
     help: values.help ?? false,
     version: values.version ?? false,
   };
@@ -187,6 +199,8 @@ export function parseCommandLine(args: string[]): CommandLine {
   serve.drainTimeout = seconds("--drain-timeout", values["drain-timeout"]);
   serve.allow = cidrs("--allow", values.allow);
   serve.deny = cidrs("--deny", values.deny);
+  if (values.admin !== undefined) cli.admin = hostAndPort("--admin", values.admin);
+  cli.statsInterval = seconds("--stats-interval", values["stats-interval"]) ?? 0;
   return cli;
 }
 
@@ -264,6 +278,20 @@ function oneOf<T extends string>(
     );
   }
   return text as T;
+}
+
+// HOST:PORT or [IPV6]:PORT, port 0 allowed (the system picks; the log says
+// which). No default host: where the admin endpoint listens is said outright.
+function hostAndPort(name: string, text: string): { hostname: string; port: number } {
+  const match = /^(?:\[([^\]\s]+)\]|([^:\s\[\]]+)):(\d{1,5})$/.exec(text);
+  const port = Number(match?.[3]);
+  if (!match || port > 65535) {
+    throw new UsageError(
+      `${name} needs HOST:PORT, got '${text}'`,
+      `use e.g. ${name} 127.0.0.1:9100`,
+    );
+  }
+  return { hostname: match[1] ?? match[2], port };
 }
 
 function cidrs(name: string, texts: string[] | undefined): string[] | undefined {

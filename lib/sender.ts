@@ -19,6 +19,7 @@
 
 import { chunksOf, type PacedTask, type PaceWheel } from "./pace.ts";
 import { BLOCK_SIZE, type PoemContent, type PoemReader } from "./poem.ts";
+import { connectionTrace, logPacedWrite } from "./log.ts";
 
 /**
  * Every way a transfer can end, in the order the logs and summaries list them.
@@ -320,6 +321,7 @@ export class PoemSender implements PacedTask {
 
   #wrote = (n: number): void => {
     this.sent += n;
+    if (connectionTrace.on) logPacedWrite(this.conn, n, this.sent, this.content.size);
     this.#tickLeft -= n;
     if (this.sent >= this.content.size) return this.#done!.resolve();
     if (n < this.#pending.length) {

@@ -14,6 +14,7 @@ import {
   formatAddress,
   PoemListener,
   type TransferCounts,
+  type TransferObserver,
 } from "./listener.ts";
 import { OUTCOMES } from "./sender.ts";
 import { type Pace, PaceWheel } from "./pace.ts";
@@ -47,6 +48,8 @@ export interface ServeOptions {
   allow?: string[];
   /** Address blocks never served; wins over `allow`. */
   deny?: string[];
+  /** Told of every transfer's start and end (statistics, metrics); none when absent. */
+  observer?: TransferObserver;
 }
 
 /**
@@ -103,6 +106,17 @@ export class PoetryServer {
   readonly #wheel?: PaceWheel;
   readonly #drainTimeout: number;
   #shutdown?: Promise<ShutdownSummary>;
+  /** Poem re-reads so far, by result (each re-read once, however many signals shared it). */
+  readonly reloads: Record<"changed" | "unchanged" | "failed", number> = {
+    changed: 0,
+    unchanged: 0,
+    failed: 0,
+  };
+
+  /** Whether {@linkcode PoetryServer.shutdown} has begun: no longer accepting. */
+  get draining(): boolean {
+    return this.#shutdown !== undefined;
+  }
 
   private constructor(
     listeners: PoemListener[],
@@ -137,6 +151,7 @@ export class PoetryServer {
       access: options.allow || options.deny ? new AccessList(options) : undefined,
       gate: options.maxConnections ? new ConnectionGate(options.maxConnections) : undefined,
       writeTimeout: options.writeTimeout,
+      observer: options.observer,
     };
     const sockets: Deno.Listener[] = [];
     try {
@@ -197,6 +212,7 @@ export class PoetryServer {
       } else if (first) {
         log.debug("Re-read {poem}: unchanged.", { poem: poem.path });
       }
+      if (first) this.reloads[changed ? "changed" : "unchanged"]++;
       return changed ? "changed" : "unchanged";
     } catch (err) {
       if (first) {
@@ -205,6 +221,7 @@ export class PoetryServer {
           error: err instanceof Error ? err.message : String(err),
         });
       }
+      if (first) this.reloads.failed++;
       return "failed";
     }
   }

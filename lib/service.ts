@@ -9,6 +9,7 @@ import { basename, dirname, join, resolve as resolvePath } from "node:path";
 import { getLogger } from "@logtape/logtape";
 import type { Poem } from "./poem.ts";
 import type { PoetryServer, ShutdownSummary } from "./server.ts";
+import { logStats, ServerStats } from "./stats.ts";
 
 const log = getLogger(["poetry", "service"]);
 
@@ -24,6 +25,14 @@ const log = getLogger(["poetry", "service"]);
 export interface ServiceOptions {
   /** Re-read a poem when its file changes. @default {false} */
   watch?: boolean;
+  /**
+   * The totals for the stats record that SIGUSR1 (Unix) and `statsInterval`
+   * write; give the server's observer. Without it the record's bytes sent
+   * count only the transfers in flight.
+   */
+  stats?: ServerStats;
+  /** Seconds between stats records; 0 is none. @default {0} */
+  statsInterval?: number;
 }
 
 /**
@@ -40,7 +49,8 @@ const WATCH_SETTLE_MS = 100;
  * Serves until SIGINT or SIGTERM (SIGINT or SIGBREAK on Windows), then drains
  * and resolves with the summary. Another stop signal a second or more after
  * the first exits at once, with code 1; one sooner is taken as the same
- * Ctrl-C. SIGHUP re-reads every poem.
+ * Ctrl-C. SIGHUP re-reads every poem. SIGUSR1 writes a stats record to the
+ * log, and so does every `statsInterval` seconds.
  *
  * @example
  * ```ts
@@ -81,6 +91,14 @@ export function runAsService(
     if (firstStop === undefined) server.reload();
   };
   if (!windows) Deno.addSignalListener("SIGHUP", reload);
+  // SIGUSR1's default action ends the process: endlessh's users expect it
+  // to print totals instead, and so does this.
+  const stats = options.stats ?? new ServerStats();
+  const writeStats = () => logStats(server, stats);
+  if (!windows) Deno.addSignalListener("SIGUSR1", writeStats);
+  const interval = options.statsInterval
+    ? setInterval(writeStats, options.statsInterval * 1000)
+    : undefined;
   if (options.watch) watchPoems(server, promise);
   // Whatever goes wrong inside one transfer must not end the server.
   globalThis.addEventListener("unhandledrejection", (event) => {
@@ -90,6 +108,8 @@ export function runAsService(
   return promise.finally(() => {
     for (const [signal, handler] of stopHandlers) Deno.removeSignalListener(signal, handler);
     if (!windows) Deno.removeSignalListener("SIGHUP", reload);
+    if (!windows) Deno.removeSignalListener("SIGUSR1", writeStats);
+    clearInterval(interval);
   });
 }
 

@@ -66,6 +66,8 @@ export interface StartOptions {
    * `drainStderr()` is called. @default {false}
    */
   stallStderr?: boolean;
+  /** The command instead of {@linkcode serverCommand}, e.g. with other permissions. */
+  command?: string[];
 }
 
 /**
@@ -77,7 +79,11 @@ export async function startServer(
   args: string[],
   options: StartOptions = {},
 ): Promise<RunningServer> {
-  const [cmd, ...rest] = [...(options.wrapper ?? []), ...serverCommand(), ...args];
+  const [cmd, ...rest] = [
+    ...(options.wrapper ?? []),
+    ...(options.command ?? serverCommand()),
+    ...args,
+  ];
   const process = new Deno.Command(cmd, {
     args: rest,
     cwd: ROOT,
@@ -336,4 +342,52 @@ class LineSplitter extends TransformStream<string, string> {
       },
     });
   }
+}
+
+/**
+ * The admin endpoint's base URL, from the server's log line
+ * `Admin endpoint on http://127.0.0.1:9100/ ...` (so `--admin HOST:0` works).
+ */
+export async function adminUrl(server: RunningServer): Promise<string> {
+  const stderr = await server.waitForStderr(/Admin endpoint on http:\/\/\S+\//);
+  return /Admin endpoint on (http:\/\/\S+\/)/.exec(stderr)![1];
+}
+
+/** GETs a URL and returns the status and body as text. */
+export async function httpGet(
+  url: string,
+): Promise<{ status: number; body: string; type: string | null }> {
+  const response = await fetch(url);
+  return {
+    status: response.status,
+    body: await response.text(),
+    type: response.headers.get("content-type"),
+  };
+}
+
+/**
+ * The path of a program the tests drive (promtool, chromium, tmux), or
+ * undefined when it is not installed: such a test is skipped and says so.
+ */
+export function findProgram(...candidates: string[]): string | undefined {
+  const dirs = (Deno.env.get("PATH") ?? "").split(":").concat("/usr/bin", "/usr/local/bin");
+  for (const name of candidates) {
+    for (const dir of name.includes("/") ? [""] : dirs) {
+      const path = name.includes("/") ? name : `${dir}/${name}`;
+      try {
+        if (Deno.statSync(path).isFile) return path;
+      } catch {
+        // Not here.
+      }
+    }
+  }
+  return undefined;
+}
+
+/** The value of one sample in Prometheus text, or undefined when absent. */
+export function sampleValue(text: string, series: string): number | undefined {
+  for (const line of text.split("\n")) {
+    if (line.startsWith(series + " ")) return Number(line.slice(series.length + 1));
+  }
+  return undefined;
 }

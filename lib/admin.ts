@@ -1,0 +1,268 @@
+/**
+ * The admin endpoint (`--admin HOST:PORT`): an HTTP server in the same
+ * process, on its own address, for operators and learners.
+ *
+ * - `GET /metrics`: Prometheus text exposition format.
+ * - `GET /healthz`: `200 ok` while serving, `503 draining` once shutdown began.
+ * - `GET /status.json`: listeners, transfers in flight, totals (see {@linkcode StatusReport}).
+ * - `GET /`: a status page that polls `/status.json` and draws it.
+ *
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { StartupError, UsageError } from "./errors.ts";
+import { formatAddress } from "./listener.ts";
+import { EXPOSITION_CONTENT_TYPE, type PoetryMetrics } from "./metrics.ts";
+import type { Pace } from "./pace.ts";
+import type { PoetryServer } from "./server.ts";
+import type { StatsSnapshot } from "./stats.ts";
+import { STATUS_PAGE } from "./status_page.ts";
+import { VERSION } from "./version.ts";
+
+const log = getLogger(["poetry", "admin"]);
+
+/**
+ * Most transfers listed in one `/status.json`: with 10,000 slow clients the
+ * page would otherwise fetch megabytes twice a second. The rest are counted.
+ */
+const MAX_LISTED = 500;
+
+/**
+ * Where and what the admin endpoint serves.
+ *
+ * @example
+ * ```ts
+ * import type { AdminOptions } from "./admin.ts";
+ * import { PoetryMetrics } from "./metrics.ts";
+ * const options: AdminOptions = { hostname: "127.0.0.1", port: 9100, metrics: new PoetryMetrics() };
+ * ```
+ */
+export interface AdminOptions {
+  /** Address to listen on. */
+  hostname: string;
+  /** Port; 0 lets the system choose (the log line says which). */
+  port: number;
+  /** The server's metrics: the observer it was started with. */
+  metrics: PoetryMetrics;
+  /** The server's pace, shown on the status page; fast mode when absent. */
+  pace?: Pace;
+  /** The poems' `--iface`, for the hint when `--allow-net` does not cover the admin address. */
+  iface?: string;
+}
+
+/**
+ * One transfer in flight in {@linkcode StatusReport}.
+ *
+ * @example
+ * ```ts
+ * import type { TransferStatus } from "./admin.ts";
+ * const t: TransferStatus = { peer: "127.0.0.1:50000", sent: 120, total: 400, seconds: 1.2 };
+ * ```
+ */
+export interface TransferStatus {
+  /** The client, `host:port`. */
+  peer: string;
+  /** Bytes the kernel has taken. */
+  sent: number;
+  /** Bytes in this client's version of the poem. */
+  total: number;
+  /** Seconds since it was accepted. */
+  seconds: number;
+}
+
+/**
+ * What `GET /status.json` returns.
+ *
+ * @example
+ * ```ts
+ * import type { StatusReport } from "./admin.ts";
+ * const inFlight = (r: StatusReport) => r.listeners.map((l) => l.transfers.length);
+ * ```
+ */
+export interface StatusReport {
+  /** poetry's version. */
+  version: string;
+  /** Whether shutdown has begun. */
+  draining: boolean;
+  /** Totals since start (the stats record's). */
+  totals: StatsSnapshot;
+  /** One per listener, in the order of the `Serving` lines. */
+  listeners: {
+    /** The poem, as named on the command line. */
+    poem: string;
+    /** Where it listens, `host:port`. */
+    address: string;
+    /** Bytes in the current version of the poem. */
+    size: number;
+    /** Slow mode's pace, or `null` in fast mode. */
+    pace: Pace | null;
+    /** Transfers in flight. */
+    active: number;
+    /** The oldest transfers in flight, at most 500 over all listeners. */
+    transfers: TransferStatus[];
+    /** Transfers in flight not listed. */
+    unlisted: number;
+  }[];
+}
+
+/**
+ * The admin endpoint; see the module doc.
+ *
+ * @example
+ * ```ts
+ * import { AdminEndpoint } from "./admin.ts";
+ * import { PoetryMetrics } from "./metrics.ts";
+ * import { serve } from "./server.ts";
+ * const metrics = new PoetryMetrics();
+ * const server = await serve(["poems/"], { iface: "127.0.0.1", observer: metrics });
+ * const admin = AdminEndpoint.start(server, { hostname: "127.0.0.1", port: 0, metrics });
+ * console.log(`http://127.0.0.1:${admin.addr.port}/metrics`);
+ * await server.shutdown();
+ * await admin.shutdown();
+ * ```
+ */
+export class AdminEndpoint {
+  /** The address it listens on. */
+  readonly addr: Deno.NetAddr;
+  readonly #http: Deno.HttpServer<Deno.NetAddr>;
+
+  private constructor(http: Deno.HttpServer<Deno.NetAddr>) {
+    this.#http = http;
+    this.addr = http.addr;
+  }
+
+  /**
+   * Starts listening and logs the address.
+   * @throws {StartupError} when the address is in use or not this machine's.
+   * @throws {UsageError} when `--allow-net` does not cover the address.
+   */
+  static start(server: PoetryServer, options: AdminOptions): AdminEndpoint {
+    const handler = (request: Request) => respond(request, server, options);
+    let http: Deno.HttpServer<Deno.NetAddr>;
+    try {
+      // onListen replaces Deno.serve's own "Listening on" line, which would
+      // go to stdout, where only the Serving lines belong.
+      http = Deno.serve({ hostname: options.hostname, port: options.port, onListen() {} }, handler);
+    } catch (err) {
+      throw explainListenError(err, options);
+    }
+    const endpoint = new AdminEndpoint(http);
+    log.info("Admin endpoint on http://{address}/ (metrics at /metrics, health at /healthz).", {
+      address: formatAddress(endpoint.addr),
+    });
+    return endpoint;
+  }
+
+  /** Stops listening; requests under way finish first. */
+  shutdown(): Promise<void> {
+    return this.#http.shutdown();
+  }
+}
+
+/**
+ * The status report for `/status.json`.
+ *
+ * @example
+ * ```ts
+ * import { statusReport } from "./admin.ts";
+ * import { PoetryMetrics } from "./metrics.ts";
+ * import { serve } from "./server.ts";
+ * const metrics = new PoetryMetrics();
+ * const server = await serve(["poems/"], { iface: "127.0.0.1", observer: metrics });
+ * console.log(statusReport(server, metrics).listeners.length);
+ * await server.shutdown();
+ * ```
+ */
+export function statusReport(
+  server: PoetryServer,
+  metrics: PoetryMetrics,
+  pace?: Pace,
+): StatusReport {
+  const now = performance.now();
+  let room = MAX_LISTED;
+  return {
+    version: VERSION,
+    draining: server.draining,
+    totals: metrics.stats.snapshot(server),
+    listeners: server.listeners.map((listener) => {
+      const transfers: TransferStatus[] = [];
+      for (const t of listener.transfers()) {
+        if (room === 0) break;
+        room--;
+        const started = metrics.startedAt(t.sender);
+        transfers.push({
+          peer: formatAddress(t.peer),
+          sent: t.sent,
+          total: t.total,
+          seconds: started === undefined ? 0 : Math.round(now - started) / 1000,
+        });
+      }
+      return {
+        poem: listener.poem.path,
+        address: formatAddress(listener.addr),
+        size: listener.poem.content.size,
+        pace: pace && pace.delay > 0 ? pace : null,
+        active: listener.activeCount,
+        transfers,
+        unlisted: listener.activeCount - transfers.length,
+      };
+    }),
+  };
+}
+
+function respond(request: Request, server: PoetryServer, options: AdminOptions): Response {
+  const { pathname } = new URL(request.url);
+  if (request.method !== "GET" && request.method !== "HEAD") {
+    return new Response("only GET\n", { status: 405, headers: { allow: "GET, HEAD" } });
+  }
+  const noStore = { "cache-control": "no-store" };
+  switch (pathname) {
+    case "/metrics":
+      return new Response(options.metrics.exposition(server), {
+        headers: { "content-type": EXPOSITION_CONTENT_TYPE, ...noStore },
+      });
+    case "/healthz":
+      // A load balancer stops sending clients once this turns 503.
+      return server.draining
+        ? new Response("draining\n", { status: 503, headers: noStore })
+        : new Response("ok\n", { headers: noStore });
+    case "/status.json":
+      return Response.json(statusReport(server, options.metrics, options.pace), {
+        headers: noStore,
+      });
+    case "/":
+      return new Response(STATUS_PAGE, {
+        headers: { "content-type": "text/html; charset=utf-8", ...noStore },
+      });
+    default:
+      return new Response("not found: try /, /metrics, /healthz or /status.json\n", {
+        status: 404,
+      });
+  }
+}
+
+function explainListenError(err: unknown, options: AdminOptions): Error {
+  const where = formatAddress({ transport: "tcp", hostname: options.hostname, port: options.port });
+  if (err instanceof Deno.errors.AddrInUse) {
+    return new StartupError(
+      `cannot serve the admin endpoint: ${where} is already in use`,
+      "choose another port for --admin",
+    );
+  }
+  if (err instanceof Deno.errors.AddrNotAvailable) {
+    return new StartupError(
+      `cannot serve the admin endpoint on ${options.hostname}: not an address of this machine`,
+      "use one of this machine's addresses, e.g. --admin 127.0.0.1:9100",
+    );
+  }
+  if (err instanceof Deno.errors.NotCapable) {
+    const hosts = [...new Set([options.iface ?? "localhost", options.hostname])].join(",");
+    return new UsageError(
+      `no permission to listen on ${where} for the admin endpoint`,
+      `run again with --allow-net covering it, e.g. --allow-net=${hosts}`,
+    );
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  return new StartupError(`cannot serve the admin endpoint on ${where}: ${message}`);
+}

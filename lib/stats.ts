@@ -1,0 +1,149 @@
+/**
+ * Totals since start, for a running server's log: bytes sent (the one total
+ * the listeners do not keep), and the stats record that SIGUSR1 and
+ * `--stats-interval` write. Also the debug record for each accepted client.
+ *
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { formatAddress, type PoemListener, type TransferObserver } from "./listener.ts";
+import { connectionTrace, droppedLogRecords } from "./log.ts";
+import { OUTCOMES, type PoemSender, type SendResult } from "./sender.ts";
+import type { PoetryServer } from "./server.ts";
+
+const log = getLogger(["poetry", "stats"]);
+const connectionLog = getLogger(["poetry", "connection"]);
+
+/**
+ * A server's totals at one moment, as the stats record and `/status.json` give them.
+ *
+ * @example
+ * ```ts
+ * import type { StatsSnapshot } from "./stats.ts";
+ * const show = (s: StatsSnapshot) => `${s.completed} completed, ${s.sentBytes} bytes`;
+ * ```
+ */
+export interface StatsSnapshot {
+  /** Transfers that ended, by outcome, and clients denied. */
+  completed: number;
+  /** See {@linkcode StatsSnapshot.completed}. */
+  "client left": number;
+  /** See {@linkcode StatsSnapshot.completed}. */
+  "timed out": number;
+  /** See {@linkcode StatsSnapshot.completed}. */
+  "cut short": number;
+  /** See {@linkcode StatsSnapshot.completed}. */
+  error: number;
+  /** Clients closed without a byte by `--allow`/`--deny`. */
+  denied: number;
+  /** Bytes handed to the kernel, transfers in flight included. */
+  sentBytes: number;
+  /** Transfers in flight. */
+  inFlight: number;
+  /** Accepts that failed. */
+  acceptErrors: number;
+  /** Log records dropped because stderr did not keep up. */
+  droppedLogRecords: number;
+  /** Seconds since the stats began (the server's start, for the command). */
+  uptimeSeconds: number;
+}
+
+/**
+ * Counts what the listeners do not: bytes sent by finished transfers, per
+ * listener. Give it to {@linkcode serve} as the `observer`; it costs one map
+ * update per connection. With `--log-level debug` it logs each accepted client.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "./server.ts";
+ * import { ServerStats } from "./stats.ts";
+ * const stats = new ServerStats();
+ * const server = await serve(["poems/"], { iface: "127.0.0.1", observer: stats });
+ * console.log(stats.snapshot(server).sentBytes); // 0
+ * await server.shutdown();
+ * ```
+ */
+export class ServerStats implements TransferObserver {
+  /** When counting began, from `performance.now()`. */
+  readonly since: number = performance.now();
+  readonly #sent = new Map<PoemListener, number>();
+
+  /** Logs the accepted client at debug level. */
+  transferStarted(listener: PoemListener, _sender: PoemSender, peer: Deno.NetAddr): void {
+    // A plain flag, not LogTape's level check: this runs once per connection.
+    if (!connectionTrace.on) return;
+    connectionLog.debug("{peer} accepted on {address} for {poem}.", {
+      peer: formatAddress(peer),
+      address: formatAddress(listener.addr),
+      poem: listener.poem.path,
+    });
+  }
+
+  /** Adds the transfer's bytes to its listener's total. */
+  transferEnded(listener: PoemListener, result: SendResult): void {
+    this.#sent.set(listener, (this.#sent.get(listener) ?? 0) + result.sent);
+  }
+
+  /**
+   * Bytes a listener has handed to the kernel: finished transfers and those
+   * in flight. It only grows, since a transfer moves from in flight to
+   * finished with the same count.
+   */
+  sentBy(listener: PoemListener): number {
+    let sent = this.#sent.get(listener) ?? 0;
+    for (const transfer of listener.transfers()) sent += transfer.sent;
+    return sent;
+  }
+
+  /** The server's totals now. */
+  snapshot(server: PoetryServer): StatsSnapshot {
+    const snapshot: StatsSnapshot = {
+      completed: 0,
+      "client left": 0,
+      "timed out": 0,
+      "cut short": 0,
+      error: 0,
+      denied: 0,
+      sentBytes: 0,
+      inFlight: 0,
+      acceptErrors: 0,
+      droppedLogRecords: droppedLogRecords(),
+      uptimeSeconds: Math.round((performance.now() - this.since) / 1000),
+    };
+    for (const listener of server.listeners) {
+      for (const key of [...OUTCOMES, "denied"] as const) snapshot[key] += listener.counts[key];
+      snapshot.sentBytes += this.sentBy(listener);
+      snapshot.inFlight += listener.activeCount;
+      snapshot.acceptErrors += listener.acceptErrors;
+    }
+    return snapshot;
+  }
+}
+
+/**
+ * Writes one stats record to the log: totals since start, in the words of
+ * the per-connection records. SIGUSR1 and `--stats-interval` call it.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "./server.ts";
+ * import { logStats, ServerStats } from "./stats.ts";
+ * const stats = new ServerStats();
+ * const server = await serve(["poems/"], { iface: "127.0.0.1", observer: stats });
+ * logStats(server, stats);
+ * await server.shutdown();
+ * ```
+ */
+export function logStats(server: PoetryServer, stats: ServerStats): void {
+  const snapshot = stats.snapshot(server);
+  const outcomes = [...OUTCOMES, "denied"] as const;
+  log.info(
+    "Stats: {outcomes}; {sentBytes} bytes sent; {inFlight} in flight; " +
+      "{acceptErrors} accept errors; {droppedLogRecords} log records dropped; up {uptimeSeconds} s.",
+    {
+      outcomes: outcomes.map((key) => `${snapshot[key]} ${key}`).join(", "),
+      ...snapshot,
+    },
+  );
+}
