@@ -9,6 +9,7 @@
 
 import { getLogger } from "@logtape/logtape";
 import type { AccessList } from "./access.ts";
+import { readProxyHeader } from "./proxy.ts";
 import type { PaceWheel } from "./pace.ts";
 import type { Poem } from "./poem.ts";
 import { type Outcome, OUTCOMES, PoemSender, type SendResult } from "./sender.ts";
@@ -67,6 +68,8 @@ export interface PoemListenerOptions {
   gate?: ConnectionGate;
   /** Drop a client that takes no bytes for this many seconds; 0 disables. @default {30} */
   writeTimeout?: number;
+  /** Every connection starts with a PROXY protocol header naming the client. @default {false} */
+  proxyProtocol?: boolean;
   /** Told of every transfer's start and end, for statistics; none when absent. */
   observer?: TransferObserver;
 }
@@ -205,6 +208,8 @@ export class PoemListener {
   readonly counts: TransferCounts = emptyCounts();
   /** Accepts that failed (a client gone before it was accepted, no descriptors left, ...). */
   acceptErrors = 0;
+  /** Connections closed for a missing, malformed or slow PROXY header. */
+  badProxyHeaders = 0;
 
   readonly #listener: Deno.Listener;
   readonly #options: PoemListenerOptions;
@@ -212,6 +217,8 @@ export class PoemListener {
   readonly #active = new Map<PoemSender, Promise<void>>();
   /** Aborts a wait for a slot at the cap when the listener closes. */
   readonly #closing = new AbortController();
+  /** Connections whose PROXY header is still being read, each with its task. */
+  readonly #awaitingHeader = new Map<Deno.Conn, Promise<void>>();
   #sweeper?: ReturnType<typeof setInterval>;
 
   /** Wraps a listening socket; call {@linkcode serve} to start accepting. */
@@ -225,6 +232,11 @@ export class PoemListener {
   /** Connections being served now. */
   get activeCount(): number {
     return this.#active.size;
+  }
+
+  /** Whether every connection must start with a PROXY protocol header. */
+  get proxyProtocol(): boolean {
+    return this.#options.proxyProtocol ?? false;
   }
 
   /**
@@ -258,6 +270,8 @@ export class PoemListener {
     if (this.#closing.signal.aborted) return;
     this.#closing.abort();
     closeQuietly(this.#listener);
+    // Not served yet, so nothing to drain: they are cut short now.
+    for (const conn of this.#awaitingHeader.keys()) closeQuietly(conn);
   }
 
   /**
@@ -266,6 +280,8 @@ export class PoemListener {
    * @returns how many transfers the timeout cut short.
    */
   async drain(timeout: number): Promise<number> {
+    // close() ended the header reads; their records belong in the summary.
+    await Promise.all(this.#awaitingHeader.values());
     let timer: ReturnType<typeof setTimeout> | undefined;
     const expired = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, timeout * 1000);
@@ -328,8 +344,13 @@ export class PoemListener {
     }
   }
 
-  #handle(conn: Deno.Conn): void {
-    const peer = conn.remoteAddr as Deno.NetAddr;
+  #handle(conn: Deno.Conn, client?: Deno.NetAddr): void {
+    if (this.#options.proxyProtocol && !client) {
+      // In the connection's own task: a slow header never holds up accepting.
+      this.#awaitingHeader.set(conn, this.#readHeader(conn));
+      return;
+    }
+    const peer = client ?? conn.remoteAddr as Deno.NetAddr;
     if (this.#options.access && !this.#options.access.permits(peer.hostname)) {
       closeQuietly(conn);
       this.#options.gate?.release();
@@ -350,6 +371,47 @@ export class PoemListener {
         this.#record(peer, result);
       }),
     );
+  }
+
+  /**
+   * Reads the PROXY header, then serves the client it names (or, for a
+   * balancer's LOCAL health check, the balancer itself). A connection with
+   * no valid header within the timeout is closed without a byte.
+   */
+  async #readHeader(conn: Deno.Conn): Promise<void> {
+    const proxy = conn.remoteAddr as Deno.NetAddr;
+    let client: Deno.NetAddr | undefined;
+    let error: unknown;
+    try {
+      client = (await readProxyHeader(conn)).source ?? proxy;
+    } catch (err) {
+      error = err;
+    } finally {
+      this.#awaitingHeader.delete(conn);
+    }
+    if (client && !this.#closing.signal.aborted) {
+      try {
+        return this.#handle(conn, client);
+      } catch (err) {
+        log.error("Could not serve a connection: {error}", { error: String(err) });
+        this.#options.gate?.release();
+        return closeQuietly(conn);
+      }
+    }
+    closeQuietly(conn);
+    this.#options.gate?.release();
+    if (this.#closing.signal.aborted) {
+      // Shutting down before the header was in: not served, as at the cap.
+      const result = { sent: 0, total: this.poem.content.size, ms: 0 };
+      this.#record(client ?? proxy, { ...result, outcome: "cut short" });
+    } else {
+      this.badProxyHeaders++;
+      connectionLog.warning("{peer} sent no valid PROXY header ({error}): closed without a byte.", {
+        peer: formatAddress(proxy),
+        poem: this.poem.path,
+        error: error instanceof Error ? error.message : String(error),
+      });
+    }
   }
 
   #record(peer: Deno.NetAddr, result: SendResult): void {

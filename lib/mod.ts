@@ -48,6 +48,14 @@ export {
 } from "./options.ts";
 export { leastDuration, type Pace, type PacedTask, PaceWheel, writesNeeded } from "./pace.ts";
 export {
+  MAX_PROXY_HEADER_BYTES,
+  parseProxyHeader,
+  PROXY_HEADER_TIMEOUT_MS,
+  type ProxyHeader,
+  ProxyHeaderError,
+  readProxyHeader,
+} from "./proxy.ts";
+export {
   BLOCK_SIZE,
   loadPoems,
   memoryContent,

@@ -96,6 +96,9 @@ Options:
                         (default: 10)
   --allow CIDR          serve only these clients (repeatable)
   --deny CIDR           never serve these clients (repeatable; wins over --allow)
+  --proxy-protocol      every connection starts with a PROXY protocol header
+                        (v1 or v2) from a load balancer; its client is the one
+                        --allow/--deny and the logs see (default: off)
   --watch               re-read a poem when its file changes (SIGHUP always does)
   --samples             also serve the sample poems shipped with the program
   --admin HOST:PORT     serve /metrics (Prometheus), /healthz, /status.json
@@ -131,6 +134,7 @@ const config = {
     "drain-timeout": { type: "string" },
     allow: { type: "string", multiple: true },
     deny: { type: "string", multiple: true },
+    "proxy-protocol": { type: "boolean" },
     watch: { type: "boolean" },
     samples: { type: "boolean" },
     admin: { type: "string" },
@@ -199,6 +203,7 @@ export function parseCommandLine(args: string[]): CommandLine {
   serve.drainTimeout = seconds("--drain-timeout", values["drain-timeout"]);
   serve.allow = cidrs("--allow", values.allow);
   serve.deny = cidrs("--deny", values.deny);
+  if (values["proxy-protocol"]) serve.proxyProtocol = true;
   if (values.admin !== undefined) cli.admin = hostAndPort("--admin", values.admin);
   cli.statsInterval = seconds("--stats-interval", values["stats-interval"]) ?? 0;
   return cli;

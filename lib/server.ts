@@ -48,6 +48,12 @@ export interface ServeOptions {
   allow?: string[];
   /** Address blocks never served; wins over `allow`. */
   deny?: string[];
+  /**
+   * Every connection starts with a PROXY protocol header (v1 or v2) from a
+   * load balancer; the client it names is the one served, judged and logged.
+   * @default {false}
+   */
+  proxyProtocol?: boolean;
   /** Told of every transfer's start and end (statistics, metrics); none when absent. */
   observer?: TransferObserver;
 }
@@ -66,6 +72,8 @@ export interface ServeOptions {
 export interface ShutdownSummary extends TransferCounts {
   /** Accepts that failed, over all listeners. */
   acceptErrors: number;
+  /** Connections closed for a missing, malformed or slow PROXY header. */
+  badProxyHeaders: number;
   /** Whether the drain timeout ran out with transfers still going. */
   timedOut: boolean;
 }
@@ -151,6 +159,7 @@ export class PoetryServer {
       access: options.allow || options.deny ? new AccessList(options) : undefined,
       gate: options.maxConnections ? new ConnectionGate(options.maxConnections) : undefined,
       writeTimeout: options.writeTimeout,
+      proxyProtocol: options.proxyProtocol,
       observer: options.observer,
     };
     const sockets: Deno.Listener[] = [];
@@ -245,18 +254,27 @@ export class PoetryServer {
     const cut = await Promise.all(this.listeners.map((l) => l.drain(drainTimeout)));
     await Promise.all(this.#serving);
     this.#wheel?.clear();
-    const summary: ShutdownSummary = { ...emptyCounts(), acceptErrors: 0, timedOut: false };
+    const summary: ShutdownSummary = {
+      ...emptyCounts(),
+      acceptErrors: 0,
+      badProxyHeaders: 0,
+      timedOut: false,
+    };
     for (const listener of this.listeners) {
       for (const [key, n] of Object.entries(listener.counts)) {
         summary[key as keyof TransferCounts] += n;
       }
       summary.acceptErrors += listener.acceptErrors;
+      summary.badProxyHeaders += listener.badProxyHeaders;
     }
     summary.timedOut = cut.some((n) => n > 0);
     // The same words as the per-connection records.
     const totals = [...OUTCOMES, "denied"].map((key) =>
       `${summary[key as keyof TransferCounts]} ${key}`
     );
+    if (this.listeners.some((l) => l.proxyProtocol)) {
+      totals.push(`${summary.badProxyHeaders} bad PROXY header`);
+    }
     log.info("Shut down: {totals}.", { totals: totals.join(", "), ...summary });
     return summary;
   }

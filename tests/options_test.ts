@@ -112,3 +112,13 @@ Deno.test("options: bad values are usage errors naming the option and the value"
     });
   }
 });
+
+Deno.test("options: --proxy-protocol is off unless given, and takes no value", () => {
+  assert.equal(parseCommandLine(["poem.txt"]).serve.proxyProtocol, undefined);
+  assert.equal(parseCommandLine(["--proxy-protocol", "poem.txt"]).serve.proxyProtocol, true);
+  assert.throws(
+    () => parseCommandLine(["--proxy-protocol=v2", "poem.txt"]),
+    (err: unknown) =>
+      err instanceof UsageError && /--proxy-protocol does not take a value/.test(err.message),
+  );
+});
