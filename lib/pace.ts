@@ -127,8 +127,13 @@ export class PaceWheel {
   #done: number;
   #timer?: ReturnType<typeof setTimeout>;
 
-  /** A wheel for `delay` seconds, with slots of about `resolutionMs`. */
-  constructor(delay: number, resolutionMs = 10) {
+  /**
+   * A wheel for `delay` seconds, with slots of about `resolutionMs`. Slots of
+   * 1 ms spread paced writes evenly: with 10 ms slots, 10,000 clients at
+   * 0.1 s come due in bursts of 1,000 writes (issue 9's prototypes, and an
+   * A/B here, delivered a higher share of the ideal rate with 1 ms).
+   */
+  constructor(delay: number, resolutionMs = 1) {
     const delayMs = Math.max(1, delay * 1000);
     // At most 1000 slots: a long delay gets coarser slots, not a huge array.
     const count = Math.min(1000, Math.max(1, Math.round(delayMs / resolutionMs)));
@@ -171,9 +176,13 @@ export class PaceWheel {
     return Math.floor((performance.now() - this.#origin) / this.#slotMs);
   }
 
+  // Sleeps until the next slot that holds a task: with 1 ms slots and a few
+  // clients, waking for every slot would cost a timer a millisecond for nothing.
   #arm(): void {
-    const nextStart = (this.#done + 1) * this.#slotMs + this.#origin;
-    const wait = Math.max(0, nextStart - performance.now());
+    const count = this.#slots.length;
+    let next = this.#done + 1;
+    while (next <= this.#done + count && this.#slots[next % count].size === 0) next++;
+    const wait = Math.max(0, next * this.#slotMs + this.#origin - performance.now());
     this.#timer = setTimeout(this.#tick, wait);
   }
 

@@ -225,3 +225,34 @@ Deno.test("flushSync writes what is buffered, unless a write is stuck", async ()
   await sink.drain();
   assert.equal(writer.written.join(""), "line 02\nline 03\n");
 });
+
+Deno.test("LogTape hands the buffered sink each record uncopied (the pinned 2.4.2 honours its mark)", async () => {
+  const { configureSync, getLogger, resetSync } = await import("@logtape/logtape");
+  const inner = getBufferedSink(() => "", { write: (bytes) => Promise.resolve(bytes.length) });
+  const immediate = Symbol.for("LogTape.sinkSnapshotPolicy.immediate");
+  assert.equal(Reflect.get(inner, immediate), true, "getBufferedSink marks its sink");
+  // The same mark on a probe sink, and a probe without it as the control.
+  const seen = new Map<boolean, LogRecord>();
+  const probe = (marked: boolean) => {
+    const sink = (r: LogRecord) => void seen.set(marked, r);
+    if (marked) Object.defineProperty(sink, immediate, { value: true });
+    return sink;
+  };
+  resetSync();
+  configureSync({
+    sinks: { marked: probe(true), unmarked: probe(false) },
+    loggers: [
+      { category: ["snapshot-test"], lowestLevel: "info", sinks: ["marked", "unmarked"] },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: [] },
+    ],
+  });
+  try {
+    getLogger(["snapshot-test"]).info("{peer}", { peer: "127.0.0.1:1" });
+    // A copy holds the properties as a value; the record itself resolves them lazily.
+    assert.ok(Object.getOwnPropertyDescriptor(seen.get(false)!, "properties")!.value);
+    assert.ok(Object.getOwnPropertyDescriptor(seen.get(true)!, "properties")!.get);
+    assert.deepEqual(seen.get(true)!.properties, { peer: "127.0.0.1:1" });
+  } finally {
+    resetSync();
+  }
+});
