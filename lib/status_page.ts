@@ -34,8 +34,8 @@ export const STATUS_PAGE: string = `<!doctype html>
   #totals b { display: block; font-size: 1.2rem; font-variant-numeric: tabular-nums; }
   .listener { display: flex; gap: 1rem; align-items: flex-start; background: #fff;
     border: 1px solid #ddd; border-radius: 8px; padding: .8rem; margin-bottom: 1rem; }
-  .socket { flex: 0 0 15rem; border-right: 3px solid #4a7; padding-right: .8rem; }
-  .socket .poem { font-weight: bold; word-break: break-all; }
+  .socket { flex: 0 0 19rem; border-right: 3px solid #4a7; padding-right: .8rem; }
+  .socket .poem { font-weight: bold; overflow-wrap: anywhere; }
   .socket .meta { color: #666; font-size: .9rem; }
   .clients { flex: 1; list-style: none; margin: 0; padding: 0; min-width: 0; }
   .clients .empty { color: #999; font-style: italic; }
@@ -62,7 +62,7 @@ const el = (tag, cls, text) => {
   return e;
 };
 const num = (n) => n.toLocaleString("en-US");
-const bytes = (n) => n < 1024 ? n + " B" : n < 1048576 ? (n / 1024).toFixed(1) + " KiB"
+const bytes = (n) => n < 1024 ? Math.round(n) + " B" : n < 1048576 ? (n / 1024).toFixed(1) + " KiB"
   : (n / 1048576).toFixed(1) + " MiB";
 let last;
 
