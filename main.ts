@@ -20,6 +20,7 @@ import {
   setupLogging,
   USAGE,
   VERSION,
+  writeInBackground,
 } from "./lib/mod.ts";
 
 async function main(args: string[]): Promise<number> {
@@ -65,10 +66,15 @@ async function main(args: string[]): Promise<number> {
     stats,
     statsInterval: cli.statsInterval,
   });
-  for (const { poem, addr } of server.listeners) {
-    // A file name holding a newline must not print a second, forged line.
-    console.log(`Serving ${escapeControl(poem.path)} on ${formatAddress(addr)}.`);
-  }
+  // A file name holding a newline must not print a second, forged line; and
+  // a stdout nobody reads must not stop serving (console.log would block
+  // once the pipe's 64 KiB are full), so the lines go out in the background.
+  writeInBackground(
+    Deno.stdout,
+    server.listeners.map(({ poem, addr }) =>
+      `Serving ${escapeControl(poem.path)} on ${formatAddress(addr)}.\n`
+    ).join(""),
+  );
   await stopped;
   // /healthz said 503 through the drain; now nothing is left to report.
   await admin?.shutdown();

@@ -1,8 +1,14 @@
 /**
- * The benchmark: `deno task bench [--json FILE] [--only NAME]`.
+ * The benchmark: `deno task bench [--json FILE] [--only NAME] [--repeat N] [--compare DIR]`.
  *
  * Runs each scenario against the C epoll reference (the practical limit), a
- * minimal Node `net` server and poetry, one after another, in one invocation.
+ * minimal Node `net` server, the bare-Deno floor (fast scenarios) and poetry
+ * with its default options (info logs to stderr, here /dev/null) and with
+ * `--log-level warning`, one after another, in one invocation, `--repeat`
+ * times (default 3); each figure is the median of the repeats. `--compare
+ * DIR` adds the poetry checked out in DIR (e.g. a `git worktree` of an older
+ * commit) with default options, for before/after side by side. At the end,
+ * each of the targets of issue 9 is printed as met or not.
  * The server is pinned to CPU 0 and the C load generator to CPU 1 (taskset);
  * CPU time and memory are read from /proc/PID. Linux only. Talks only to
  * 127.0.0.1. A benchmark, not a test: nothing here passes or fails.
@@ -23,11 +29,15 @@ interface Scenario {
   mode: "fetch" | "once" | "slow" | "stall";
   seconds: number;
   pace?: { numBytes: number; delay: number };
+  /** Why the scenario cannot run on this machine, if it cannot. */
+  skip?: string;
 }
 
 interface Server {
   name: string;
   command: (poem: string, pace?: Scenario["pace"]) => string[];
+  /** Serves fast mode only (the bare-Deno floor has no pacing). */
+  fastOnly?: boolean;
 }
 
 interface Result {
@@ -45,12 +55,20 @@ interface Result {
   completed: number;
   delivered?: number;
   allServedSec?: number;
+  /** Slow mode: CPU µs per paced write (bytes received / numBytes writes). */
+  cpuUsPerWrite?: number;
 }
 
 const { values: flags } = parseArgs({
   args: Deno.args,
-  options: { json: { type: "string" }, only: { type: "string" } },
+  options: {
+    json: { type: "string" },
+    only: { type: "string" },
+    repeat: { type: "string", default: "3" },
+    compare: { type: "string" },
+  },
 });
+const REPEATS = Math.max(1, Number(flags.repeat) || 1);
 
 const deno = Deno.execPath();
 const servers: Server[] = [
@@ -75,22 +93,39 @@ const servers: Server[] = [
     ],
   },
   {
-    name: "poetry",
-    command: (poem, pace) => [
+    name: "bare Deno",
+    fastOnly: true,
+    command: (poem) => [
       deno,
       "run",
       "--allow-net=127.0.0.1",
       "--allow-read",
-      `${ROOT}main.ts`,
-      "--iface",
-      "127.0.0.1",
-      "--log-level",
-      "warning",
-      ...(pace ? ["--num-bytes", String(pace.numBytes), "--delay", String(pace.delay)] : []),
+      `${ROOT}bench/ref_server_deno.ts`,
       poem,
     ],
   },
+  { name: "poetry", command: poetry(`${ROOT}main.ts`) },
+  { name: "poetry (warning)", command: poetry(`${ROOT}main.ts`, ["--log-level", "warning"]) },
+  ...(flags.compare
+    ? [{ name: `poetry @${flags.compare}`, command: poetry(`${flags.compare}/main.ts`) }]
+    : []),
 ];
+
+/** poetry with the options a user runs: default logging (info), to stderr. */
+function poetry(main: string, extra: string[] = []): Server["command"] {
+  return (poem, pace) => [
+    deno,
+    "run",
+    "--allow-net=127.0.0.1",
+    "--allow-read",
+    main,
+    "--iface",
+    "127.0.0.1",
+    ...extra,
+    ...(pace ? ["--num-bytes", String(pace.numBytes), "--delay", String(pace.delay)] : []),
+    poem,
+  ];
+}
 
 async function main(): Promise<void> {
   if (Deno.build.os !== "linux") {
@@ -101,6 +136,7 @@ async function main(): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "poetry-bench-" });
   try {
     const poems = await makePoems(dir);
+    const fileLimit = openFileLimit();
     const scenarios: Scenario[] = [
       { name: "3 KB, 50 clients", poem: poems.p3k, clients: 50, mode: "fetch", seconds: 5 },
       { name: "1 MB, 20 clients", poem: poems.p1m, clients: 20, mode: "fetch", seconds: 5 },
@@ -112,25 +148,55 @@ async function main(): Promise<void> {
         seconds: 5,
         pace: { numBytes: 10, delay: 0.1 },
       },
+      {
+        name: "slow 500 B, 19k clients at 1 s",
+        poem: poems.p500,
+        clients: 19_000,
+        mode: "slow",
+        seconds: 5,
+        pace: { numBytes: 10, delay: 1 },
+        skip: fileLimit < 20_000
+          ? `the open-file limit is ${fileLimit}; 19,000 clients need 20,000`
+          : undefined,
+      },
       { name: "16 MB, 200 never read", poem: poems.p16m, clients: 200, mode: "stall", seconds: 3 },
       { name: "1 GiB, 4 clients", poem: poems.p1g, clients: 4, mode: "once", seconds: 120 },
     ];
     const results: Result[] = [];
     for (const scenario of scenarios) {
       if (flags.only && !scenario.name.includes(flags.only)) continue;
+      if (scenario.skip) {
+        console.error(`  ${scenario.name}: skipped, ${scenario.skip}`);
+        continue;
+      }
       for (const server of servers) {
-        const result = await run(scenario, server);
+        if (server.fastOnly && (scenario.pace || scenario.mode !== "fetch")) continue;
+        const runs: Result[] = [];
+        for (let i = 0; i < REPEATS; i++) runs.push(await run(scenario, server));
+        const result = median(runs);
         results.push(result);
         console.error(`  ${scenario.name} / ${server.name}: ${summary(result)}`);
       }
     }
     const startup = await startupMs(poems.p3k);
     printTable(results, startup);
+    const verdicts = targets(results, startup);
+    console.log("\nTargets (issue 9):");
+    for (const v of verdicts) {
+      console.log(`- ${v.met ? "met" : "NOT met"}: ${v.target} (${v.seen})`);
+    }
     if (flags.json) {
       await Deno.writeTextFile(
         flags.json,
         JSON.stringify(
-          { date: new Date().toISOString(), machine: machine(), startupMs: startup, results },
+          {
+            date: new Date().toISOString(),
+            machine: machine(),
+            repeats: REPEATS,
+            startupMs: startup,
+            results,
+            targets: verdicts,
+          },
           null,
           2,
         ),
@@ -206,6 +272,7 @@ async function run(scenario: Scenario, server: Server): Promise<Result> {
   const [cmd, ...args] = pinned(0, server.command(scenario.poem, scenario.pace));
   const process = new Deno.Command(cmd, { args, stdout: "piped", stderr: "null", stdin: "null" })
     .spawn();
+  await sleep(100); // let the previous server's sockets go
   try {
     const port = await servingPort(process);
     // Warm up with the same load for a second, so that "idle" is a warm
@@ -261,6 +328,8 @@ async function run(scenario: Scenario, server: Server): Promise<Result> {
         scenario.seconds;
       result.delivered = load.bytes_in_window / ideal;
       result.allServedSec = load.all_served_s;
+      const writes = load.bytes / scenario.pace.numBytes;
+      result.cpuUsPerWrite = writes ? (cpu * 1e6 / CLK_TCK) / writes : 0;
     }
     return result;
   } finally {
@@ -287,7 +356,7 @@ async function startupMs(poem: string): Promise<number> {
   const times: number[] = [];
   for (let i = 0; i < 7; i++) {
     const started = performance.now();
-    const [cmd, ...args] = servers[2].command(poem);
+    const [cmd, ...args] = servers.find((s) => s.name === "poetry")!.command(poem);
     const process = new Deno.Command(cmd, { args, stdout: "piped", stderr: "null" }).spawn();
     await servingPort(process);
     times.push(performance.now() - started);
@@ -324,6 +393,7 @@ function summary(r: Result): string {
     `${r.errors} errors`,
   ];
   if (r.delivered !== undefined) parts.push(`${(r.delivered * 100).toFixed(1)}% of ideal rate`);
+  if (r.cpuUsPerWrite !== undefined) parts.push(`${fmt(r.cpuUsPerWrite)} µs CPU/paced write`);
   return parts.join(", ");
 }
 
@@ -377,6 +447,109 @@ function machine(): string {
   const cpu = /model name\s*:\s*(.+)/.exec(Deno.readTextFileSync("/proc/cpuinfo"))?.[1] ??
     "unknown CPU";
   return `${cpu}, ${navigator.hardwareConcurrency} cores, Linux ${Deno.osRelease()}, Deno ${Deno.version.deno}`;
+}
+
+/** Each figure the median of the repeats (figure by figure, not one whole run). */
+function median(runs: Result[]): Result {
+  const mid = (values: number[]) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)];
+  const out: Result = { ...runs[0] };
+  for (const key of Object.keys(out) as (keyof Result)[]) {
+    if (typeof out[key] === "number") {
+      (out as unknown as Record<string, number>)[key] = mid(
+        runs.map((r) => r[key] as number),
+      );
+    }
+  }
+  return out;
+}
+
+interface Verdict {
+  target: string;
+  met: boolean;
+  seen: string;
+}
+
+/** The targets of issue 9, each checked against this run's figures. */
+function targets(results: Result[], startup: number): Verdict[] {
+  const get = (scenario: string, server: string) =>
+    results.find((r) => r.scenario.startsWith(scenario) && r.server === server);
+  const out: Verdict[] = [];
+  for (const scenario of ["3 KB", "1 MB"]) {
+    const [p, bare, node] = ["poetry", "bare Deno", "Node net"].map((s) => get(scenario, s));
+    if (!p || !bare || !node) continue;
+    const ratio = p.cpuUsPerConn / bare.cpuUsPerConn;
+    out.push({
+      target: `${scenario}: CPU per connection within 1.10x of bare Deno and below Node net`,
+      met: ratio <= 1.10 && p.cpuUsPerConn < node.cpuUsPerConn,
+      seen: `${ratio.toFixed(2)}x bare Deno; poetry ${fmt(p.cpuUsPerConn)} µs, Node ${
+        fmt(node.cpuUsPerConn)
+      } µs`,
+    });
+  }
+  const slow = get("slow 500 B, 10k", "poetry");
+  const slowNode = get("slow 500 B, 10k", "Node net");
+  if (slow && slowNode) {
+    out.push({
+      target: "slow 10k at 10 B / 0.1 s: >= 95% of the ideal rate",
+      met: (slow.delivered ?? 0) >= 0.95,
+      seen: `${((slow.delivered ?? 0) * 100).toFixed(1)}%`,
+    });
+    out.push({
+      target: "slow 10k: at most 3 KB per client",
+      met: slow.perClientBytes <= 3072,
+      seen: `${fmt(slow.perClientBytes)} B`,
+    });
+    out.push({
+      target: "slow 10k: CPU per paced write below Node's",
+      met: (slow.cpuUsPerWrite ?? Infinity) < (slowNode.cpuUsPerWrite ?? 0),
+      seen: `${fmt(slow.cpuUsPerWrite ?? NaN)} µs vs ${fmt(slowNode.cpuUsPerWrite ?? NaN)} µs`,
+    });
+  }
+  const big = get("slow 500 B, 19k", "poetry");
+  if (big) {
+    out.push({
+      target: "19k slow at 10 B / 1 s: 100% rate, peak RSS <= 100 MiB",
+      met: (big.delivered ?? 0) >= 0.995 && big.rssPeakKiB <= 100 * 1024,
+      seen: `${((big.delivered ?? 0) * 100).toFixed(1)}%, ${fmt(big.rssPeakKiB / 1024)} MiB`,
+    });
+  }
+  const stall = get("16 MB", "poetry");
+  if (stall) {
+    out.push({
+      target: "200 clients never reading 16 MB: <= 16 KB per client",
+      met: stall.perClientBytes <= 16 * 1024,
+      seen: `${fmt(stall.perClientBytes)} B`,
+    });
+  }
+  const huge = get("1 GiB", "poetry");
+  if (huge) {
+    out.push({
+      target: "1 GiB to 4 clients: peak RSS <= 64 MiB",
+      met: huge.rssPeakKiB <= 64 * 1024 && huge.completed === 4,
+      seen: `${fmt(huge.rssPeakKiB / 1024)} MiB, ${huge.completed} of 4 completed`,
+    });
+  }
+  out.push({
+    target: "start-up to the first Serving line <= 50 ms",
+    met: startup <= 50,
+    seen: `${fmt(startup)} ms`,
+  });
+  for (const scenario of ["3 KB", "1 MB"]) {
+    const [info, warning] = ["poetry", "poetry (warning)"].map((s) => get(scenario, s));
+    if (!info || !warning) continue;
+    const cost = info.cpuUsPerConn / warning.cpuUsPerConn - 1;
+    out.push({
+      target: `${scenario}: info logging costs <= 10% CPU per connection over warning`,
+      met: cost <= 0.10,
+      seen: `+${(cost * 100).toFixed(1)}%`,
+    });
+  }
+  return out;
+}
+
+function openFileLimit(): number {
+  const limits = Deno.readTextFileSync("/proc/self/limits");
+  return Number(/Max open files\s+(\d+)/.exec(limits)?.[1] ?? 0);
 }
 
 function fmt(n: number): string {

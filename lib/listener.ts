@@ -8,7 +8,9 @@
  */
 
 import { getLogger } from "@logtape/logtape";
+import { logRecord } from "./log.ts";
 import type { AccessList } from "./access.ts";
+import type { FaultyConn, ListenerFaults } from "./faults.ts";
 import { readProxyHeader } from "./proxy.ts";
 import type { PaceWheel } from "./pace.ts";
 import type { Poem } from "./poem.ts";
@@ -72,6 +74,8 @@ export interface PoemListenerOptions {
   proxyProtocol?: boolean;
   /** Told of every transfer's start and end, for statistics; none when absent. */
   observer?: TransferObserver;
+  /** Faults on purpose, drawn per connection; none when absent (the normal path). */
+  faults?: ListenerFaults;
 }
 
 /**
@@ -361,14 +365,19 @@ export class PoemListener {
       });
       return;
     }
-    const sender = new PoemSender(conn, this.poem.content, this.#options);
+    // Only a listener with faults draws them; the normal path is unchanged.
+    const content = this.poem.content;
+    const faults = this.#options.faults?.plan();
+    const sender = faults
+      ? new PoemSender(faults.wrap(conn), faults.content(content), this.#options)
+      : new PoemSender(conn, content, this.#options);
     this.#options.observer?.transferStarted(this, sender, peer);
     this.#active.set(
       sender,
       sender.run().then((result) => {
         this.#active.delete(sender);
         this.#options.gate?.release();
-        this.#record(peer, result);
+        this.#record(peer, faults ? faults.report(result, content) : result);
       }),
     );
   }
@@ -417,19 +426,18 @@ export class PoemListener {
   #record(peer: Deno.NetAddr, result: SendResult): void {
     this.counts[result.outcome]++;
     this.#options.observer?.transferEnded(this, result);
+    const error = result.outcome === "error";
     // Properties are built only when the record is logged at all.
-    const properties = () => ({ peer: formatAddress(peer), poem: this.poem.path, ...result });
-    if (result.outcome === "error") {
-      connectionLog.warning(
-        "{peer} got {sent} of {total} bytes of {poem} in {ms} ms: error ({error}).",
-        properties,
-      );
-    } else {
-      connectionLog.info(
-        "{peer} got {sent} of {total} bytes of {poem} in {ms} ms: {outcome}.",
-        properties,
-      );
-    }
+    if (!connectionLog.isEnabledFor(error ? "warning" : "info")) return;
+    logRecord(
+      connectionLog,
+      error ? "warning" : "info",
+      (error
+        ? "{peer} got {sent} of {total} bytes of {poem} in {ms} ms: error ({error})."
+        : "{peer} got {sent} of {total} bytes of {poem} in {ms} ms: {outcome}.") +
+        ("faults" in result ? " Faults: {faults}." : ""),
+      { peer: formatAddress(peer), poem: this.poem.path, ...result },
+    );
   }
 
   // One timer per listener checks every transfer's clock (the write timeout,
@@ -438,7 +446,15 @@ export class PoemListener {
     const timeout = (this.#options.writeTimeout ?? 30) * 1000;
     this.#sweeper = setInterval(() => {
       const now = performance.now();
-      for (const sender of this.#active.keys()) sender.checkTimeouts(now, timeout);
+      if (!this.#options.faults) {
+        for (const sender of this.#active.keys()) sender.checkTimeouts(now, timeout);
+        return;
+      }
+      // A fault that holds a connection on purpose (a delay, a stall) is not
+      // a client that stopped reading: no write timeout, no end of the linger.
+      for (const sender of this.#active.keys()) {
+        if (!(sender.conn as Partial<FaultyConn>).holding) sender.checkTimeouts(now, timeout);
+      }
     }, timeout > 0 ? Math.min(SWEEP_MS, timeout / 4) : SWEEP_MS);
     Deno.unrefTimer(this.#sweeper!);
   }

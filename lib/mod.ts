@@ -38,6 +38,7 @@ export {
   type LogOptions,
   logPacedWrite,
   setupLogging,
+  writeInBackground,
 } from "./log.ts";
 export {
   type CommandLine,

@@ -47,8 +47,10 @@ const chunkCache = new WeakMap<Uint8Array, Uint8Array[]>();
  * The poem cut into `numBytes` views, made once per poem version and shared
  * by every paced client, rather than a new view per write. Measured with
  * 10,000 paced clients: 7.9–10.4 KB of memory per client with shared views,
- * 11.2–12.1 KB without (the delivered rate is the same). Poems over
- * `maxBytes` are not cut (`undefined`).
+ * 11.2–12.1 KB without (the delivered rate is the same). A poem that would
+ * take more than `maxChunks` is not cut (`undefined`; a sender then takes a
+ * view per write): cutting a 1 MiB poem at `--num-bytes 1` made a million
+ * views at once, which held the event loop for a second and cost 160 MB.
  *
  * @example
  * ```ts
@@ -60,9 +62,9 @@ const chunkCache = new WeakMap<Uint8Array, Uint8Array[]>();
 export function chunksOf(
   bytes: Uint8Array,
   numBytes: number,
-  maxBytes = 1 << 20,
+  maxChunks = 4096,
 ): Uint8Array[] | undefined {
-  if (bytes.length > maxBytes) return undefined;
+  if (bytes.length > maxChunks * numBytes) return undefined;
   let chunks = chunkCache.get(bytes);
   if (chunks?.[0]?.length !== Math.min(numBytes, bytes.length)) {
     chunks = [];

@@ -74,5 +74,13 @@ Deno.test("pace: chunks are views of the poem, cut once and shared", () => {
   assert.equal(chunks[0].buffer, poem.buffer, "a view, not a copy");
   assert.equal(chunksOf(poem, 3), chunks, "cached per poem");
   assert.notEqual(chunksOf(poem, 2), chunks, "a new size cuts anew");
-  assert.equal(chunksOf(poem, 2, 4), undefined, "too large to cut");
+  assert.equal(chunksOf(poem, 2, 3), undefined, "more than 3 chunks: not cut");
+});
+
+Deno.test("pace: a poem that would take too many chunks is not cut (no million views at once)", () => {
+  const poem = new Uint8Array(1 << 20);
+  const started = performance.now();
+  assert.equal(chunksOf(poem, 1), undefined);
+  assert.ok(performance.now() - started < 50);
+  assert.equal(chunksOf(poem, 256)?.length, 4096, "4,096 chunks are still cut");
 });
