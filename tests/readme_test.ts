@@ -23,3 +23,10 @@ Deno.test("readme: the 'Use as a library' example runs as written", async () => 
     await Deno.remove(example);
   }
 });
+
+Deno.test("readme: the haproxy.cfg shown under 'Scaling out' is examples/haproxy.cfg, the one the HAProxy test runs", async () => {
+  const readme = await Deno.readTextFile(`${ROOT}/README.md`);
+  const section = readme.slice(readme.indexOf("## Scaling out"));
+  const shown = /```haproxy\n([\s\S]*?)```/.exec(section)?.[1];
+  assert.equal(shown, await Deno.readTextFile(`${ROOT}/examples/haproxy.cfg`));
+});

@@ -1,0 +1,221 @@
+// The real thing in front: HAProxy on loopback, in TCP mode with send-proxy-v2
+// and health checks on /healthz, before two poetry processes, configured by
+// examples/haproxy.cfg, the file the README shows (with free ports in place of
+// its fixed ones). Clients connect from distinct 127.0.0.x source addresses so
+// the logs can show whose address poetry saw. Linux only; skipped with a
+// message where haproxy is not installed (.ci/run installs Debian's).
+
+import assert from "node:assert/strict";
+import net from "node:net";
+import {
+  concat,
+  delay,
+  findProgram,
+  makePoems,
+  ROOT,
+  type RunningServer,
+  startServer,
+} from "../helpers.ts";
+
+const linux = Deno.build.os === "linux";
+const haproxy = findProgram("haproxy", "/usr/sbin/haproxy", "/usr/local/sbin/haproxy");
+if (linux && !haproxy) {
+  console.log("haproxy tests skipped: haproxy is not installed (apt-get install haproxy)");
+}
+
+/** The configuration the README shows. */
+export const HAPROXY_CFG = `${ROOT}/examples/haproxy.cfg`;
+
+/**
+ * The README's configuration with free ports: each fixed address must appear
+ * exactly once outside comments, so a change there fails here rather than
+ * leaving a port unreplaced.
+ */
+function configWithPorts(text: string, ports: Record<string, number>): string {
+  const lines = text.split("\n");
+  for (const [fixed, port] of Object.entries(ports)) {
+    const at = lines.flatMap((line, i) =>
+      !line.trimStart().startsWith("#") && line.includes(fixed) ? [i] : []
+    );
+    assert.equal(at.length, 1, `${fixed} once in ${HAPROXY_CFG}`);
+    lines[at[0]] = lines[at[0]].replace(fixed, fixed.replace(/\d+$/, String(port)));
+  }
+  return lines.join("\n");
+}
+
+/** Fetches through `port` from `localAddress`; says which source port the client had. */
+function fetchFrom(
+  port: number,
+  localAddress: string,
+): Promise<{ bytes: Uint8Array; client: string }> {
+  return new Promise((resolve, reject) => {
+    const parts: Uint8Array[] = [];
+    let client = "";
+    const socket = net.connect({ host: "127.0.0.1", port, localAddress });
+    socket.setTimeout(20_000, () => socket.destroy(new Error(`no end from ${client}`)));
+    socket.on("connect", () => client = `${socket.localAddress}:${socket.localPort}`);
+    socket.on("data", (data: Uint8Array) => parts.push(new Uint8Array(data)));
+    socket.on("error", reject);
+    socket.on("close", () => resolve({ bytes: concat(parts), client }));
+  });
+}
+
+/** Peers of the records with this outcome in a poetry process's log. */
+function peers(server: RunningServer, outcome: RegExp): string[] {
+  const pattern = new RegExp(
+    `^\\S+ \\S+ \\S+ \\[INF\\] poetry\\.connection: (\\S+) ${outcome.source}`,
+  );
+  return server.stderr().split("\n").flatMap((line) => pattern.exec(line)?.[1] ?? []);
+}
+
+Deno.test({
+  name: "haproxy: send-proxy-v2 to two poetry processes; clients' addresses, --deny, a drain",
+  ignore: !linux || !haproxy,
+  async fn() {
+    // 1000 bytes in 10 paced writes of 100 every 50 ms: half a second a
+    // fetch, so a SIGTERM finds transfers in flight.
+    const poem = new TextEncoder().encode("Through the balancer, line by line.\n".repeat(28));
+    const bytes = poem.subarray(0, 1000);
+    const poems = await makePoems({ "through.txt": bytes });
+    // Held open together, so the system hands out five different ports.
+    const held = Array.from({ length: 5 }, () => Deno.listen({ hostname: "127.0.0.1", port: 0 }));
+    const [front, port1, port2, admin1, admin2] = held.map((l) => (l.addr as Deno.NetAddr).port);
+    for (const listener of held) listener.close();
+    const cfg = await Deno.makeTempFile({ suffix: ".cfg" });
+    const ports = {
+      "127.0.0.1:10000": front,
+      "127.0.0.1:10001": port1,
+      "127.0.0.1:10002": port2,
+      "port 9101": admin1,
+      "port 9102": admin2,
+    };
+    await Deno.writeTextFile(cfg, configWithPorts(await Deno.readTextFile(HAPROXY_CFG), ports));
+    const poetry = await Promise.all(
+      [[port1, admin1], [port2, admin2]].map(([port, admin]) =>
+        startServer([
+          "--proxy-protocol",
+          "--iface",
+          "127.0.0.1",
+          "--port",
+          String(port),
+          "--admin",
+          `127.0.0.1:${admin}`,
+          "--num-bytes",
+          "100",
+          "--delay",
+          "0.05",
+          "--deny",
+          "127.0.0.66",
+          poems.path("through.txt"),
+        ])
+      ),
+    );
+    const balancer = new Deno.Command(haproxy!, {
+      args: ["-f", cfg, "-db"],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    let balancerLog = "";
+    const reading = (async () => {
+      for await (const text of balancer.stderr.pipeThrough(new TextDecoderStream())) {
+        balancerLog += text;
+      }
+    })();
+    balancer.stdout.cancel();
+    try {
+      // Ready when a fetch goes through and both servers have passed a check.
+      const clients: string[] = [];
+      for (let tries = 0;; tries++) {
+        try {
+          const got = await fetchFrom(front, "127.0.0.10");
+          clients.push(got.client);
+          if (got.bytes.length === bytes.length) break;
+        } catch (err) {
+          if (tries > 50) throw err;
+        }
+        await delay(100);
+      }
+      await delay(1200);
+
+      // 1. 1,000 fetches, 100 at a time, from ten client addresses.
+      const started = performance.now();
+      let next = 0;
+      await Promise.all(Array.from({ length: 100 }, async () => {
+        while (next < 1000) {
+          const i = next++;
+          const got = await fetchFrom(front, `127.0.0.${10 + i % 10}`);
+          assert.deepEqual(got.bytes, bytes, `fetch ${i} from ${got.client}`);
+          clients.push(got.client);
+        }
+      }));
+      const seconds = (performance.now() - started) / 1000;
+      await poetry[0].waitForLines(/: completed\./, 300, 10_000);
+      await delay(300);
+      const served = poetry.map((p) => peers(p, /got 1000 of 1000 bytes .*: completed\./));
+      console.log(
+        `1,000 fetches through HAProxy in ${seconds.toFixed(1)} s: ` +
+          `poetry1 served ${served[0].length}, poetry2 ${served[1].length}`,
+      );
+      // Every record names a client's own address and port, and every client has one.
+      assert.deepEqual([...served[0], ...served[1]].sort(), [...clients].sort());
+      for (const list of served) assert.ok(list.length >= 300, `spread: ${list.length}`);
+
+      // 2. --deny 127.0.0.66 refuses that client, though HAProxy (127.0.0.1) connects.
+      const refused = await Promise.all(
+        Array.from({ length: 20 }, () => fetchFrom(front, "127.0.0.66")),
+      );
+      for (const got of refused) assert.equal(got.bytes.length, 0);
+      await delay(300);
+      const denied = poetry.flatMap((p) => peers(p, /denied by --allow\/--deny/));
+      assert.deepEqual(denied.sort(), refused.map((r) => r.client).sort());
+
+      // 3. SIGTERM to poetry1 with transfers in flight: every one finishes,
+      // new clients go to poetry2, and nobody is turned away.
+      const before = poetry.map((p) => peers(p, /got /).length);
+      const early = Array.from(
+        { length: 40 },
+        (_, i) => fetchFrom(front, `127.0.0.${20 + i % 10}`),
+      );
+      await delay(200);
+      poetry[0].process.kill("SIGTERM");
+      const late: Promise<{ bytes: Uint8Array; client: string }>[] = [];
+      for (let i = 0; i < 100; i++) {
+        late.push(fetchFrom(front, `127.0.0.${30 + i % 10}`));
+        await delay(20);
+      }
+      const all = await Promise.all([...early, ...late]);
+      for (const got of all) assert.deepEqual(got.bytes, bytes, `${got.client} got the whole poem`);
+      const status = await poetry[0].stop();
+      assert.equal(status.code, 0);
+      const log1 = poetry[0].stderr();
+      const inFlight = Number(/draining (\d+) transfers/.exec(log1)?.[1]);
+      const after1 = peers(poetry[0], /got /).length - before[0];
+      const after2 = peers(poetry[1], /got /).length - before[1];
+      console.log(
+        `SIGTERM to poetry1 with ${inFlight} of its transfers in flight: it finished ${after1} ` +
+          `in all, poetry2 served ${after2}; all ${all.length} clients got the whole poem`,
+      );
+      assert.ok(inFlight > 0, "transfers were in flight at the SIGTERM");
+      assert.match(log1, /Shut down: \d+ completed, 0 client left, 0 timed out, 0 cut short/);
+      // poetry1 took nobody after the SIGTERM: it finished what it had.
+      assert.equal(after1, inFlight);
+      assert.ok(after2 >= 100, `poetry2 served ${after2}, the late clients among them`);
+      await delay(200);
+      const down = /Server poetry\/poetry1 is DOWN, reason: [^,]*/.exec(balancerLog);
+      assert.ok(down, `HAProxy marked poetry1 down:\n${balancerLog}`);
+      console.log(`HAProxy: ${down[0]}`);
+    } finally {
+      for (const p of poetry) await p.stop();
+      try {
+        balancer.kill("SIGTERM");
+      } catch {
+        // Exited already.
+      }
+      await balancer.status;
+      await reading;
+      await Deno.remove(cfg);
+      await poems.cleanup();
+    }
+  },
+});
