@@ -126,10 +126,13 @@ export class AdminEndpoint {
   /** The address it listens on. */
   readonly addr: Deno.NetAddr;
   readonly #http: Deno.HttpServer<Deno.NetAddr>;
+  readonly #stopClock: () => void;
 
-  private constructor(http: Deno.HttpServer<Deno.NetAddr>) {
+  private constructor(http: Deno.HttpServer<Deno.NetAddr>, metrics: PoetryMetrics) {
     this.#http = http;
     this.addr = http.addr;
+    // Start times to a tenth of a second are plenty for the status page.
+    this.#stopClock = metrics.keepClock(100);
   }
 
   /**
@@ -147,7 +150,7 @@ export class AdminEndpoint {
     } catch (err) {
       throw explainListenError(err, options);
     }
-    const endpoint = new AdminEndpoint(http);
+    const endpoint = new AdminEndpoint(http, options.metrics);
     log.info("Admin endpoint on http://{address}/ (metrics at /metrics, health at /healthz).", {
       address: formatAddress(endpoint.addr),
     });
@@ -156,6 +159,7 @@ export class AdminEndpoint {
 
   /** Stops listening; requests under way finish first. */
   shutdown(): Promise<void> {
+    this.#stopClock();
     return this.#http.shutdown();
   }
 }

@@ -97,8 +97,12 @@ export interface PoemListenerOptions {
 export interface TransferObserver {
   /** A client was accepted, let through, and its sender made; called before its first byte. */
   transferStarted(listener: PoemListener, sender: PoemSender, peer: Deno.NetAddr): void;
-  /** A transfer was recorded (counted in {@linkcode PoemListener.counts} and logged). */
-  transferEnded(listener: PoemListener, result: SendResult): void;
+  /**
+   * A transfer was recorded (counted in {@linkcode PoemListener.counts} and
+   * logged). `sender` is the one `transferStarted` was given; absent for a
+   * client cut short before it had one (shutdown during a wait at the cap).
+   */
+  transferEnded(listener: PoemListener, result: SendResult, sender?: PoemSender): void;
 }
 
 /**
@@ -377,7 +381,7 @@ export class PoemListener {
       sender.run().then((result) => {
         this.#active.delete(sender);
         this.#options.gate?.release();
-        this.#record(peer, faults ? faults.report(result, content) : result);
+        this.#record(peer, faults ? faults.report(result, content) : result, sender);
       }),
     );
   }
@@ -423,9 +427,9 @@ export class PoemListener {
     }
   }
 
-  #record(peer: Deno.NetAddr, result: SendResult): void {
+  #record(peer: Deno.NetAddr, result: SendResult, sender?: PoemSender): void {
     this.counts[result.outcome]++;
-    this.#options.observer?.transferEnded(this, result);
+    this.#options.observer?.transferEnded(this, result, sender);
     const error = result.outcome === "error";
     // Properties are built only when the record is logged at all.
     if (!connectionLog.isEnabledFor(error ? "warning" : "info")) return;
