@@ -159,7 +159,12 @@ const paceLog = getLogger(["poetry", "connection", "write"]);
  * conn.close();
  * ```
  */
-export function logPacedWrite(conn: Deno.Conn, bytes: number, sent: number, total: number): void {
+export function logPacedWrite(
+  conn: Pick<Deno.Conn, "remoteAddr">,
+  bytes: number,
+  sent: number,
+  total: number,
+): void {
   paceLog.debug("{peer} took {bytes} bytes: {sent} of {total} sent.", () => ({
     peer: peerOf(conn),
     bytes,
@@ -168,7 +173,7 @@ export function logPacedWrite(conn: Deno.Conn, bytes: number, sent: number, tota
   }));
 }
 
-function peerOf(conn: Deno.Conn): string {
+function peerOf(conn: Pick<Deno.Conn, "remoteAddr">): string {
   const addr = conn.remoteAddr as Deno.NetAddr;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   return `${host}:${addr.port}`;

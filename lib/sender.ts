@@ -69,6 +69,19 @@ export interface SendResult {
   error?: string;
 }
 
+/**
+ * What a sender uses of its connection, so a decorator (the faults'
+ * `FaultyConn`) or a `node:net` socket (a listener that can reset) can
+ * stand in for a `Deno.Conn`.
+ *
+ * @example
+ * ```ts
+ * import type { SenderConn } from "./sender.ts";
+ * const asSenderConn = (conn: Deno.Conn): SenderConn => conn;
+ * ```
+ */
+export type SenderConn = Pick<Deno.Conn, "read" | "write" | "closeWrite" | "close" | "remoteAddr">;
+
 /** How a sender paces its poem. */
 export interface SenderOptions {
   /** The shared slow-mode scheduler; fast mode when absent. */
@@ -115,7 +128,7 @@ const EMPTY = new Uint8Array(0);
  */
 export class PoemSender implements PacedTask {
   /** The connection being served. */
-  readonly conn: Deno.Conn;
+  readonly conn: SenderConn;
   /** The version of the poem this client gets, kept across reloads. */
   readonly content: PoemContent;
   /** Bytes the kernel has taken so far. */
@@ -154,7 +167,7 @@ export class PoemSender implements PacedTask {
   #blockAt = 0;
 
   /** A sender for `content` on `conn`; call {@linkcode run} to start. */
-  constructor(conn: Deno.Conn, content: PoemContent, options: SenderOptions = {}) {
+  constructor(conn: SenderConn, content: PoemContent, options: SenderOptions = {}) {
     this.conn = conn;
     this.content = content;
     this.#wheel = options.wheel;
