@@ -171,7 +171,10 @@ export function exposition(families: MetricFamily[]): string {
       }
       const inf = { ...labels, le: "+Inf" };
       lines.push(`${family.name}_bucket${labelText(inf)} ${histogram.count}`);
-      lines.push(`${family.name}_sum${labelText(labels)} ${numberText(histogram.sum)}`);
+      // Rounded to a microsecond's worth: sums of milliseconds in floating point
+      // print as 0.036000000000000004.
+      const sum = Math.round(histogram.sum * 1e6) / 1e6;
+      lines.push(`${family.name}_sum${labelText(labels)} ${numberText(sum)}`);
       lines.push(`${family.name}_count${labelText(labels)} ${histogram.count}`);
     }
   }
