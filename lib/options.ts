@@ -9,6 +9,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { UsageError } from "./errors.ts";
 import { parseCidr } from "./access.ts";
 import type { ServeOptions } from "./server.ts";
+import { parseFault } from "./faults.ts";
 
 /**
  * A log level a user may choose.
@@ -59,6 +60,10 @@ export interface CommandLine {
   admin?: { hostname: string; port: number };
   /** Seconds between stats records in the log; 0 is off. @default {0} */
   statsInterval: number;
+  /** A `--config` file declaring the listeners, each with its own settings. */
+  config?: string;
+  /** Where to write the listeners' addresses as JSON once all listen. */
+  portsFile?: string;
   /** `--help` was given: print usage and exit. */
   help: boolean;
   /** `--version` was given: print the version and exit. */
@@ -107,6 +112,26 @@ Options:
                         (default: 0; SIGUSR1 writes one at any time)
   --log-level LEVEL     debug, info, warning or error (default: info)
   --log-format FORMAT   text or json, one record per line (default: text)
+
+Testing clients (faults on purpose; see the README, "Testing your client"):
+  --fault SPEC          misbehave on purpose (repeatable); SPEC is
+                        NAME=VALUE[,probability=P] or refuse[,probability=P]:
+                          close-after=BYTES    then close normally (short poem)
+                          reset-after=BYTES    then reset (a real TCP RST)
+                          stall-after=BYTES    then send nothing, stay open
+                          first-byte-delay=SECONDS
+                          jitter=SECONDS       slow mode: add 0..S to each pause
+                          chunks=MIN-MAX       writes of random sizes
+                          close-delay=SECONDS  stay open after the last byte
+                          refuse               close at once, without a byte
+  --seed N              make every random choice of the faults repeatable
+                        (default: random, logged)
+  --config FILE         listeners with their own poem, port, pace, faults,
+                        allow/deny and cap, from a JSON-with-comments file
+                        (see examples/poetry.jsonc); no POEM arguments then
+  --ports-file PATH     once every listener is up, write their addresses as
+                        JSON ([{"poem", "host", "port"}]) to PATH, atomically
+
   -h, --help            show this help
   -V, --version         show the version
 
@@ -117,6 +142,8 @@ Examples:
   poetry --iface ::1 --port 10000 poems/
   poetry --samples                              the bundled poems (a release binary too)
   poetry --admin 127.0.0.1:9100 poems/          metrics and a status page on port 9100
+  poetry --fault reset-after=100,probability=0.3 --seed 7 poems/a-short-one.txt
+  poetry --config examples/poetry.jsonc --ports-file /tmp/ports.json
 
 Exit codes: 0 ok, 1 failure at run time (port in use, ...), 2 bad input.
 `;
@@ -139,6 +166,10 @@ const config = {
     samples: { type: "boolean" },
     admin: { type: "string" },
     "stats-interval": { type: "string" },
+    fault: { type: "string", multiple: true },
+    seed: { type: "string" },
+    config: { type: "string" },
+    "ports-file": { type: "string" },
     "log-level": { type: "string" },
     "log-format": { type: "string" },
     help: { type: "boolean", short: "h" },
@@ -179,7 +210,15 @@ export function parseCommandLine(args: string[]): CommandLine {
     version: values.version ?? false,
   };
   if (cli.help || cli.version) return cli;
-  if (positionals.length === 0 && !cli.samples) {
+  cli.config = path("--config", values.config);
+  cli.portsFile = path("--ports-file", values["ports-file"]);
+  if (cli.config !== undefined && positionals.length > 0) {
+    throw new UsageError(
+      `POEM arguments and --config do not mix, got '${positionals[0]}'`,
+      "name every poem in the config file's listeners",
+    );
+  }
+  if (positionals.length === 0 && !cli.samples && cli.config === undefined) {
     throw new UsageError(
       "no poem given",
       "name a poem file or directory, e.g. poetry poems/, or use --samples",
@@ -204,9 +243,21 @@ export function parseCommandLine(args: string[]): CommandLine {
   serve.allow = cidrs("--allow", values.allow);
   serve.deny = cidrs("--deny", values.deny);
   if (values["proxy-protocol"]) serve.proxyProtocol = true;
+  if (values.fault) serve.faults = values.fault.map((spec) => parseFault(spec));
+  if (values.seed !== undefined) serve.seed = integer("--seed", values.seed, 0, 2 ** 32 - 1);
   if (values.admin !== undefined) cli.admin = hostAndPort("--admin", values.admin);
   cli.statsInterval = seconds("--stats-interval", values["stats-interval"]) ?? 0;
   return cli;
+}
+
+function path(name: string, text: string | undefined): string | undefined {
+  if (text !== undefined && text.trim() === "") {
+    throw new UsageError(
+      `${name} is empty`,
+      `name a file, e.g. ${name} ${name === "--config" ? "examples/poetry.jsonc" : "ports.json"}`,
+    );
+  }
+  return text;
 }
 
 // parseArgs calls `--port -5` ambiguous; joined as `--port=-5` it reaches

@@ -13,12 +13,15 @@ import {
   emptyCounts,
   formatAddress,
   PoemListener,
+  type PoemListenerOptions,
   type TransferCounts,
   type TransferObserver,
 } from "./listener.ts";
 import { OUTCOMES } from "./sender.ts";
 import { type Pace, PaceWheel } from "./pace.ts";
-import { loadPoems, type Poem } from "./poem.ts";
+import { loadPoems, Poem } from "./poem.ts";
+import { type Fault, ListenerFaults, parseFault, randomSeed } from "./faults.ts";
+import { ResettableListener } from "./reset_listener.ts";
 
 const log = getLogger(["poetry", "server"]);
 
@@ -56,6 +59,51 @@ export interface ServeOptions {
   proxyProtocol?: boolean;
   /** Told of every transfer's start and end (statistics, metrics); none when absent. */
   observer?: TransferObserver;
+  /**
+   * Faults on purpose for every listener that does not set its own, as
+   * `--fault` specs (`"reset-after=100,probability=0.5"`) or parsed ones.
+   * None when absent: the normal path.
+   */
+  faults?: (string | Fault)[];
+  /** Starts every listener's random sequence, for faults that repeat run after run. @default {random, logged} */
+  seed?: number;
+  /**
+   * More listeners, each with its own settings; what one leaves out comes
+   * from these options. Served after the poems given to {@linkcode serve}.
+   */
+  listeners?: ListenerSettings[];
+}
+
+/**
+ * One listener's own settings, as a `--config` file's `listeners` give them.
+ *
+ * @example
+ * ```ts
+ * import type { ListenerSettings } from "./server.ts";
+ * const flaky: ListenerSettings = {
+ *   poem: "poems/ode-to-the-socket.txt",
+ *   port: 10002,
+ *   faults: ["reset-after=100,probability=0.3", "first-byte-delay=0.5"],
+ * };
+ * ```
+ */
+export interface ListenerSettings {
+  /** The poem file; {@linkcode serve} loads a path, {@linkcode PoetryServer.start} needs it loaded. */
+  poem: string | Poem;
+  /** Its port; 0 picks a free one. @default {0} */
+  port?: number;
+  /** Address to listen on. @default {ServeOptions.iface} */
+  iface?: string;
+  /** Slow mode for this listener. @default {ServeOptions.pace} */
+  pace?: Pace;
+  /** Its faults; `[]` for none even when {@linkcode ServeOptions.faults} has some. */
+  faults?: (string | Fault)[];
+  /** Address blocks it serves. @default {ServeOptions.allow} */
+  allow?: string[];
+  /** Address blocks it never serves. @default {ServeOptions.deny} */
+  deny?: string[];
+  /** Most of its transfers at once, within {@linkcode ServeOptions.maxConnections}. @default {undefined} no cap of its own */
+  maxConnections?: number;
 }
 
 /**
@@ -92,7 +140,21 @@ export interface ShutdownSummary extends TransferCounts {
  * @throws {StartupError} when a listener cannot start (port in use, ...).
  */
 export async function serve(poemArgs: string[], options: ServeOptions = {}): Promise<PoetryServer> {
-  return PoetryServer.start(await loadPoems(poemArgs), options);
+  const poems = await loadPoems(poemArgs);
+  const listeners = options.listeners && await Promise.all(
+    options.listeners.map(async (l) => ({
+      ...l,
+      poem: typeof l.poem === "string" ? (await loadPoems([l.poem]))[0] : l.poem,
+    })),
+  );
+  const server = PoetryServer.start(poems, { ...options, listeners });
+  try {
+    await server.ready;
+  } catch (err) {
+    await server.shutdown(0);
+    throw err;
+  }
+  return server;
 }
 
 /**
@@ -111,8 +173,16 @@ export class PoetryServer {
   /** One listener per poem, in the order the poems were given. */
   readonly listeners: readonly PoemListener[];
   readonly #serving: Promise<void>[];
-  readonly #wheel?: PaceWheel;
+  /** One pace wheel per delay, shared by the listeners with that delay. */
+  readonly #wheels: Map<number, PaceWheel>;
   readonly #drainTimeout: number;
+  /** Each listener's options, the object it reads: a reconfigure changes them in place. */
+  readonly #settings: ListenerState[];
+  /**
+   * Resolves once every listener accepts: a listener that can reset binds
+   * through `node:net`, which only says so later. {@linkcode serve} waits.
+   */
+  readonly ready: Promise<void>;
   #shutdown?: Promise<ShutdownSummary>;
   /** Poem re-reads so far, by result (each re-read once, however many signals shared it). */
   readonly reloads: Record<"changed" | "unchanged" | "failed", number> = {
@@ -128,12 +198,16 @@ export class PoetryServer {
 
   private constructor(
     listeners: PoemListener[],
-    wheel: PaceWheel | undefined,
+    wheels: Map<number, PaceWheel>,
     drainTimeout: number,
+    settings: ListenerState[],
+    ready: Promise<void>,
   ) {
     this.listeners = listeners;
-    this.#wheel = wheel;
+    this.#wheels = wheels;
     this.#drainTimeout = drainTimeout;
+    this.#settings = settings;
+    this.ready = ready;
     this.#serving = listeners.map((l) => l.serve());
   }
 
@@ -150,37 +224,153 @@ export class PoetryServer {
         "choose a lower --port",
       );
     }
-    const wheel = options.pace && options.pace.delay > 0
-      ? new PaceWheel(options.pace.delay)
-      : undefined;
-    const shared = {
-      wheel,
-      numBytes: options.pace?.numBytes,
-      access: options.allow || options.deny ? new AccessList(options) : undefined,
-      gate: options.maxConnections ? new ConnectionGate(options.maxConnections) : undefined,
-      writeTimeout: options.writeTimeout,
-      proxyProtocol: options.proxyProtocol,
-      observer: options.observer,
-    };
-    const sockets: Deno.Listener[] = [];
+    const wheels = new Map<number, PaceWheel>();
+    const gate = options.maxConnections ? new ConnectionGate(options.maxConnections) : undefined;
+    const seed = options.seed ?? randomSeed();
+    const sharedAccess = options.allow || options.deny ? new AccessList(options) : undefined;
+    const states: ListenerState[] = [
+      ...poems.map((poem, i): ListenerSettings => ({
+        poem,
+        port: firstPort === 0 ? 0 : firstPort + i,
+      })),
+      ...(options.listeners ?? []),
+    ].map((own, index) => {
+      if (!(own.poem instanceof Poem)) {
+        throw new UsageError(
+          `listener ${index}: the poem ${own.poem} is not loaded`,
+          "use serve()",
+        );
+      }
+      const cap = own.maxConnections;
+      const state: ListenerState = {
+        poem: own.poem,
+        iface: own.iface ?? iface,
+        port: own.port ?? 0,
+        seed: (seed + Math.imul(index, 0x9e3779b9)) >>> 0,
+        options: {
+          writeTimeout: options.writeTimeout,
+          proxyProtocol: options.proxyProtocol,
+          observer: options.observer,
+          access: own.allow || own.deny
+            ? new AccessList({ allow: own.allow, deny: own.deny })
+            : sharedAccess,
+          gate: cap ? (gate ? new NestedGate(cap, gate) : new ConnectionGate(cap)) : gate,
+        },
+      };
+      applyPaceAndFaults(state, own.pace ?? options.pace, own.faults ?? options.faults, wheels);
+      return state;
+    });
+    const sockets: (Deno.Listener | ResettableListener)[] = [];
     try {
-      for (const [i, poem] of poems.entries()) {
-        const port = firstPort === 0 ? 0 : firstPort + i;
-        sockets.push(listenOrExplain(iface, port, poem.path));
+      for (const state of states) {
+        const socket = listenOrExplain(state.iface, state.port, state.poem.path);
+        // Only a listener that may reset accepts through node:net: bound by
+        // Deno first, for the same address and the same errors, then handed over.
+        state.resettable = state.options.faults?.resets ?? false;
+        if (!state.resettable) sockets.push(socket);
+        else {
+          const addr = socket.addr as Deno.NetAddr;
+          socket.close();
+          sockets.push(new ResettableListener(addr));
+        }
       }
     } catch (err) {
       for (const socket of sockets) socket.close();
       throw err;
     }
-    const listeners = sockets.map((socket, i) => new PoemListener(socket, poems[i], shared));
-    for (const listener of listeners) {
+    const listeners = sockets.map((socket, i) =>
+      new PoemListener(socket as Deno.Listener, states[i].poem, states[i].options)
+    );
+    for (const [i, listener] of listeners.entries()) {
       log.info("Serving {poem} ({size} bytes) on {address}.", {
         poem: listener.poem.path,
         size: listener.poem.content.size,
         address: formatAddress(listener.addr),
       });
+      logFaults(listener, states[i]);
     }
-    return new PoetryServer(listeners, wheel, options.drainTimeout ?? 10);
+    const ready = Promise.all(sockets.map(async (socket, i) => {
+      if (!(socket instanceof ResettableListener)) return;
+      await socket.ready.catch((err) => {
+        throw new StartupError(
+          `cannot listen on ${formatAddress(socket.addr)} for ${
+            states[i].poem.path
+          }: ${err.message}`,
+        );
+      });
+    })).then(() => {});
+    ready.catch(() => {});
+    return new PoetryServer(listeners, wheels, options.drainTimeout ?? 10, states, ready);
+  }
+
+  /**
+   * Applies new settings to the listeners there are (a `--config` re-read on
+   * SIGHUP): their faults and paces change for the clients that come next.
+   * A listener added or removed, or a poem, port or address changed, needs
+   * a restart; that is logged and the rest applied. So is a new
+   * `reset-after` on a listener started without one (it must listen
+   * through `node:net` from the start).
+   * @returns how many listeners changed.
+   */
+  reconfigure(listeners: ListenerSettings[], defaults: ServeOptions = {}): number {
+    if (listeners.length !== this.#settings.length) {
+      log.warning(
+        "The configuration now has {now} listeners, not {then}: adding or removing a listener needs a restart.",
+        { now: listeners.length, then: this.#settings.length },
+      );
+    }
+    let changed = 0;
+    for (const [i, state] of this.#settings.entries()) {
+      const own = listeners[i];
+      if (!own) break;
+      const path = own.poem instanceof Poem ? own.poem.path : own.poem;
+      const iface = own.iface ?? defaults.iface ?? "localhost";
+      if (path !== state.poem.path || iface !== state.iface || (own.port ?? 0) !== state.port) {
+        log.warning(
+          "Listener {index} ({poem} on {address}) changed its poem, port or address: that needs a restart; its faults and pace are kept.",
+          {
+            index: i,
+            poem: state.poem.path,
+            address: formatAddress(this.listeners[i].addr),
+          },
+        );
+        continue;
+      }
+      const before = state.options.faults?.faults.map((f) => f.label + f.probability).join();
+      const pace = state.pace;
+      try {
+        const next = { ...state, options: { ...state.options } };
+        applyPaceAndFaults(
+          next,
+          own.pace ?? defaults.pace,
+          own.faults ?? defaults.faults,
+          this.#wheels,
+        );
+        if (next.options.faults?.resets && !state.resettable) {
+          throw new UsageError("reset-after needs a restart: this listener was started without it");
+        }
+        const after = next.options.faults?.faults.map((f) => f.label + f.probability).join();
+        if (
+          before === after && next.pace?.delay === pace?.delay &&
+          next.pace?.numBytes === pace?.numBytes
+        ) {
+          continue;
+        }
+        // Keep the sequence when the faults are the same: the run stays reproducible.
+        if (before === after) next.options.faults = state.options.faults;
+        Object.assign(state.options, next.options);
+        state.pace = next.pace;
+        changed++;
+        logFaults(this.listeners[i], state, "Reconfigured");
+      } catch (err) {
+        log.error("Listener {index} ({address}) keeps its settings: {error}", {
+          index: i,
+          address: formatAddress(this.listeners[i].addr),
+          error: err instanceof Error ? err.message : String(err),
+        });
+      }
+    }
+    return changed;
   }
 
   /**
@@ -253,7 +443,7 @@ export class PoetryServer {
     });
     const cut = await Promise.all(this.listeners.map((l) => l.drain(drainTimeout)));
     await Promise.all(this.#serving);
-    this.#wheel?.clear();
+    for (const wheel of this.#wheels.values()) wheel.clear();
     const summary: ShutdownSummary = {
       ...emptyCounts(),
       acceptErrors: 0,
@@ -277,6 +467,77 @@ export class PoetryServer {
     }
     log.info("Shut down: {totals}.", { totals: totals.join(", "), ...summary });
     return summary;
+  }
+}
+
+/** A listener's settings as started, and the options object it reads. */
+interface ListenerState {
+  poem: Poem;
+  iface: string;
+  port: number;
+  seed: number;
+  pace?: Pace;
+  options: PoemListenerOptions;
+  /** Listens through node:net, so it can reset. */
+  resettable?: boolean;
+}
+
+/** Sets a listener's pace (sharing one wheel per delay) and faults. */
+function applyPaceAndFaults(
+  state: ListenerState,
+  pace: Pace | undefined,
+  faults: (string | Fault)[] | undefined,
+  wheels: Map<number, PaceWheel>,
+): void {
+  const delay = pace?.delay ?? 0;
+  let wheel = wheels.get(delay);
+  if (delay > 0 && !wheel) wheels.set(delay, wheel = new PaceWheel(delay));
+  const parsed = faults?.map((f, i) => typeof f === "string" ? parseFault(f, `faults[${i}]`) : f);
+  state.pace = pace;
+  state.options.wheel = wheel;
+  state.options.numBytes = pace?.numBytes;
+  state.options.faults = parsed?.length ? new ListenerFaults(parsed, state.seed, delay) : undefined;
+}
+
+function logFaults(listener: PoemListener, state: ListenerState, verb = "Faults"): void {
+  const faults = state.options.faults;
+  if (!faults) {
+    if (verb !== "Faults") {
+      log.info("Reconfigured {address}: no faults.", { address: formatAddress(listener.addr) });
+    }
+    return;
+  }
+  log.info("{verb} on {address}: {faults} (seed {seed}).", {
+    verb: verb === "Faults" ? "Faults" : "Reconfigured; faults",
+    address: formatAddress(listener.addr),
+    faults: faults.faults.map((f) =>
+      f.probability < 1 ? `${f.label},probability=${f.probability}` : f.label
+    ).join("; "),
+    seed: faults.seed,
+  });
+  if (faults.faults.some((f) => f.name === "jitter") && faults.delay === 0) {
+    log.warning("jitter on {address} does nothing in fast mode: set a pace (--delay).", {
+      address: formatAddress(listener.addr),
+    });
+  }
+}
+
+/** A listener's own cap inside the shared one: its own slot first, then a shared one. */
+class NestedGate extends ConnectionGate {
+  readonly #outer: ConnectionGate;
+  constructor(max: number, outer: ConnectionGate) {
+    super(max);
+    this.#outer = outer;
+  }
+  override async reserve(signal?: AbortSignal): Promise<boolean> {
+    if (!(await super.reserve(signal))) return false;
+    if (await this.#outer.reserve(signal)) return true;
+    super.release();
+    return false;
+  }
+  override release(): void {
+    this.#outer.release();
+    super.release();
   }
 }
 

@@ -1,0 +1,213 @@
+/**
+ * A listening socket that can reset its connections, for listeners whose
+ * faults include `reset-after`. `Deno.Conn` has no way to send a RST in
+ * Deno 2.9.6 (no SO_LINGER, no descriptor to set it on); `node:net`'s
+ * `Socket.resetAndDestroy()` does. Only such a listener accepts through
+ * `node:net`; every other one stays on `Deno.listen`, the fast path.
+ *
+ * @module
+ */
+
+import net from "node:net";
+import type { FaultableConn } from "./faults.ts";
+
+/**
+ * A `node:net` server that hands out its connections one `accept()` at a
+ * time, as a `Deno.Listener` does, so a `PoemListener` can drive it.
+ *
+ * @example
+ * ```ts
+ * import { ResettableListener } from "./reset_listener.ts";
+ * const listener = new ResettableListener({ transport: "tcp", hostname: "127.0.0.1", port: 0 });
+ * await listener.ready;
+ * console.log(listener.addr.port > 0); // true
+ * listener.close();
+ * ```
+ */
+export class ResettableListener {
+  /** The address it listens on, once {@linkcode ResettableListener.ready} has resolved. */
+  addr: Deno.NetAddr;
+  /** Resolves once it listens; rejects with the `node:net` error when it cannot. */
+  readonly ready: Promise<void>;
+  readonly #server: net.Server;
+  readonly #queue: net.Socket[] = [];
+  #waiting?: PromiseWithResolvers<ResettableConn>;
+  #closed = false;
+
+  /** Starts listening on `addr` (port 0 picks one); wait for {@linkcode ResettableListener.ready}. */
+  constructor(addr: Deno.NetAddr) {
+    this.addr = addr;
+    // allowHalfOpen: a client's FIN must not end our side (a half-close
+    // still reads the poem); pauseOnConnect: nothing is read until asked.
+    this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
+      if (this.#waiting) {
+        this.#waiting.resolve(new ResettableConn(socket));
+        this.#waiting = undefined;
+      } else {
+        this.#queue.push(socket);
+      }
+    });
+    this.ready = new Promise((resolve, reject) => {
+      this.#server.once("error", reject);
+      this.#server.listen({ host: addr.hostname, port: addr.port }, () => {
+        this.#server.off("error", reject);
+        const bound = this.#server.address() as net.AddressInfo;
+        this.addr = { transport: "tcp", hostname: bound.address, port: bound.port };
+        resolve();
+      });
+    });
+    this.ready.catch(() => {});
+  }
+
+  /** The next client. Typed as `Deno.Conn` for `PoemListener`, which uses only what {@linkcode ResettableConn} has. */
+  accept(): Promise<Deno.Conn> {
+    if (this.#closed) return Promise.reject(new Deno.errors.BadResource("listener closed"));
+    const socket = this.#queue.shift();
+    // The listener and the sender use only FaultableConn's members (and
+    // readProxyHeader read/close): the cast keeps PoemListener unchanged.
+    if (socket) return Promise.resolve(new ResettableConn(socket) as unknown as Deno.Conn);
+    this.#waiting = Promise.withResolvers<ResettableConn>();
+    return this.#waiting.promise as unknown as Promise<Deno.Conn>;
+  }
+
+  /** Stops accepting; connections already handed out go on. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#server.close();
+    this.#waiting?.reject(new Deno.errors.BadResource("listener closed"));
+    for (const socket of this.#queue.splice(0)) socket.destroy();
+  }
+}
+
+/**
+ * A `node:net` socket with the small interface the sender uses, and a real
+ * reset. Errors become the `Deno.errors` classes the sender knows, so a
+ * client that leaves is still `client left`.
+ *
+ * @example
+ * ```ts
+ * import { ResettableConn, ResettableListener } from "./reset_listener.ts";
+ * const listener = new ResettableListener({ transport: "tcp", hostname: "127.0.0.1", port: 0 });
+ * await listener.ready;
+ * const client = await Deno.connect(listener.addr);
+ * const conn = (await listener.accept()) as unknown as ResettableConn;
+ * await conn.write(new TextEncoder().encode("Hi\n"));
+ * conn.reset(); // the client reads "Hi\n", then ECONNRESET
+ * client.close();
+ * listener.close();
+ * ```
+ */
+export class ResettableConn implements FaultableConn {
+  /** The client's address. */
+  readonly remoteAddr: Deno.NetAddr;
+  readonly #socket: net.Socket;
+  #error?: Error;
+  #ended = false;
+
+  /** Wraps an accepted, paused socket. */
+  constructor(socket: net.Socket) {
+    this.#socket = socket;
+    this.remoteAddr = {
+      transport: "tcp",
+      hostname: socket.remoteAddress ?? "",
+      port: socket.remotePort ?? 0,
+    };
+    // An unhandled 'error' event would end the process; keep it for the next call.
+    socket.on("error", (err) => this.#error = toDenoError(err));
+    socket.on("end", () => this.#ended = true);
+  }
+
+  /** Writes all of `p`; resolves once the kernel has it. */
+  write(p: Uint8Array): Promise<number> {
+    if (this.#error) return Promise.reject(this.#error);
+    if (this.#socket.destroyed) return Promise.reject(new Deno.errors.BadResource("closed"));
+    return new Promise((resolve, reject) => {
+      this.#socket.write(p, (err) => err ? reject(toDenoError(err)) : resolve(p.length));
+    });
+  }
+
+  /** Sends FIN; the client reads end of stream. */
+  closeWrite(): Promise<void> {
+    if (this.#error) return Promise.reject(this.#error);
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        this.#socket.off("error", failed);
+        resolve();
+      };
+      const failed = (err: Error) => {
+        this.#socket.off("finish", done);
+        reject(toDenoError(err));
+      };
+      this.#socket.once("finish", done);
+      this.#socket.once("error", failed);
+      this.#socket.end();
+    });
+  }
+
+  /** Reads what the client sent, or `null` at its end of stream. */
+  read(p: Uint8Array): Promise<number | null> {
+    const socket = this.#socket;
+    if (this.#error) return Promise.reject(this.#error);
+    if (this.#ended || socket.destroyed) return Promise.resolve(null);
+    return new Promise((resolve, reject) => {
+      const cleanup = () => {
+        socket.off("data", onData).off("end", onEnd).off("close", onEnd).off("error", onError);
+        socket.pause();
+      };
+      const onData = (chunk: Uint8Array) => {
+        cleanup();
+        const n = Math.min(chunk.length, p.length);
+        p.set(chunk.subarray(0, n));
+        if (n < chunk.length) socket.unshift(chunk.subarray(n));
+        resolve(n);
+      };
+      const onEnd = () => {
+        cleanup();
+        resolve(null);
+      };
+      const onError = (err: Error) => {
+        cleanup();
+        reject(toDenoError(err));
+      };
+      socket.on("data", onData).once("end", onEnd).once("close", onEnd).once("error", onError);
+      socket.resume();
+    });
+  }
+
+  /** Closes the connection (a FIN, or a RST if input is left unread, as any close). */
+  close(): void {
+    this.#socket.destroy();
+  }
+
+  /** Closes with a RST: SO_LINGER 0, unsent bytes dropped, the client reads ECONNRESET. */
+  reset(): void {
+    this.#socket.resetAndDestroy();
+  }
+
+  /** Sends small writes at once rather than merging them (no Nagle). */
+  setNoDelay(noDelay = true): void {
+    this.#socket.setNoDelay(noDelay);
+  }
+}
+
+/** The `Deno.errors` class the sender tells a client's leaving by. */
+function toDenoError(err: Error): Error {
+  const code = (err as { code?: string }).code;
+  switch (code) {
+    case "ECONNRESET":
+      return new Deno.errors.ConnectionReset(err.message);
+    case "EPIPE":
+      return new Deno.errors.BrokenPipe(err.message);
+    case "ECONNABORTED":
+      return new Deno.errors.ConnectionAborted(err.message);
+    case "ENOTCONN":
+      return new Deno.errors.NotConnected(err.message);
+    case "ERR_STREAM_DESTROYED":
+    case "ERR_SOCKET_CLOSED":
+    case "ERR_STREAM_WRITE_AFTER_END":
+      return new Deno.errors.BadResource(err.message);
+    default:
+      return err;
+  }
+}
