@@ -7,13 +7,16 @@
 
 import {
   AdminEndpoint,
+  combineConfig,
   escapeControl,
   EXIT_RUNTIME,
   flushLogs,
   formatAddress,
+  loadConfig,
   parseCommandLine,
   PoetryError,
   PoetryMetrics,
+  reloadConfig,
   runAsService,
   serve,
   ServerStats,
@@ -21,6 +24,7 @@ import {
   USAGE,
   VERSION,
   writeInBackground,
+  writePortsFile,
 } from "./lib/mod.ts";
 
 async function main(args: string[]): Promise<number> {
@@ -41,8 +45,12 @@ async function main(args: string[]): Promise<number> {
   // start times only for the admin endpoint.
   const stats = new ServerStats();
   const metrics = cli.admin ? new PoetryMetrics(stats) : undefined;
+  // With --config the file declares the listeners; see combineConfig for
+  // how its settings and the command line's combine.
+  const config = cli.config === undefined ? undefined : await loadConfig(cli.config);
+  const options = config ? combineConfig(config, cli.serve) : cli.serve;
   const server = await serve([...cli.poems, ...samples], {
-    ...cli.serve,
+    ...options,
     observer: metrics ?? stats,
   });
   let admin: AdminEndpoint | undefined;
@@ -59,9 +67,20 @@ async function main(args: string[]): Promise<number> {
     await server.shutdown(0);
     throw err;
   }
+  if (cli.portsFile !== undefined) {
+    try {
+      await writePortsFile(cli.portsFile, server.listeners);
+    } catch (err) {
+      await server.shutdown(0);
+      throw err;
+    }
+  }
   // Signal handlers go in before the Serving lines: a supervisor that reads
   // a line and sends SIGHUP or SIGTERM at once must not kill the process.
   const stopped = runAsService(server, {
+    reload: cli.config === undefined
+      ? undefined
+      : () => reloadConfig(server, cli.config!, cli.serve),
     watch: cli.watch,
     stats,
     statsInterval: cli.statsInterval,

@@ -70,10 +70,39 @@ export {
   type Outcome,
   OUTCOMES,
   PoemSender,
+  type SenderConn,
   type SenderOptions,
   type SendResult,
 } from "./sender.ts";
-export { PoetryServer, serve, type ServeOptions, type ShutdownSummary } from "./server.ts";
+export {
+  type ListenerSettings,
+  PoetryServer,
+  serve,
+  type ServeOptions,
+  type ShutdownSummary,
+} from "./server.ts";
+export {
+  combineConfig,
+  loadConfig,
+  parseConfig,
+  type PoetryConfig,
+  reloadConfig,
+} from "./config.ts";
+export {
+  ConnectionFaults,
+  type Fault,
+  FAULT_NAMES,
+  type FaultableConn,
+  type FaultName,
+  FaultyConn,
+  type FaultyConnOptions,
+  ListenerFaults,
+  parseFault,
+  randomSeed,
+  SeededRandom,
+} from "./faults.ts";
+export { type ListenerAddress, writePortsFile } from "./ports_file.ts";
+export { ResettableConn, ResettableListener } from "./reset_listener.ts";
 export { runAsService, type ServiceOptions } from "./service.ts";
 export { logStats, ServerStats, type StatsSnapshot } from "./stats.ts";
 export { STATUS_PAGE } from "./status_page.ts";

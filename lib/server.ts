@@ -247,6 +247,7 @@ export class PoetryServer {
         iface: own.iface ?? iface,
         port: own.port ?? 0,
         seed: (seed + Math.imul(index, 0x9e3779b9)) >>> 0,
+        runSeed: seed,
         options: {
           writeTimeout: options.writeTimeout,
           proxyProtocol: options.proxyProtocol,
@@ -476,6 +477,8 @@ interface ListenerState {
   iface: string;
   port: number;
   seed: number;
+  /** The run's seed (`--seed`), which the log shows: the one to repeat a run with. */
+  runSeed: number;
   pace?: Pace;
   options: PoemListenerOptions;
   /** Listens through node:net, so it can reset. */
@@ -507,13 +510,13 @@ function logFaults(listener: PoemListener, state: ListenerState, verb = "Faults"
     }
     return;
   }
-  log.info("{verb} on {address}: {faults} (seed {seed}).", {
+  log.info("{verb} on {address}: {faults} (--seed {seed}).", {
     verb: verb === "Faults" ? "Faults" : "Reconfigured; faults",
     address: formatAddress(listener.addr),
     faults: faults.faults.map((f) =>
       f.probability < 1 ? `${f.label},probability=${f.probability}` : f.label
     ).join("; "),
-    seed: faults.seed,
+    seed: state.runSeed,
   });
   if (faults.faults.some((f) => f.name === "jitter") && faults.delay === 0) {
     log.warning("jitter on {address} does nothing in fast mode: set a pace (--delay).", {

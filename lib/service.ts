@@ -33,6 +33,8 @@ export interface ServiceOptions {
   stats?: ServerStats;
   /** Seconds between stats records; 0 is none. @default {0} */
   statsInterval?: number;
+  /** What SIGHUP does (`--config` re-reads its file too). @default {re-reads the poems} */
+  reload?: () => Promise<unknown>;
 }
 
 /**
@@ -88,7 +90,7 @@ export function runAsService(
   const stopHandlers = stopSignals.map((signal) => [signal, () => onStop(signal)] as const);
   for (const [signal, handler] of stopHandlers) Deno.addSignalListener(signal, handler);
   const reload = () => {
-    if (firstStop === undefined) server.reload();
+    if (firstStop === undefined) (options.reload ?? (() => server.reload()))();
   };
   if (!windows) Deno.addSignalListener("SIGHUP", reload);
   // SIGUSR1's default action ends the process: endlessh's users expect it
