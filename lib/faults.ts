@@ -300,6 +300,13 @@ function cutContent(content: PoemContent, length: number): PoemContent {
   };
 }
 
+/**
+ * The pause between two pieces of a `chunks` fault: long enough for a
+ * client on loopback to read each piece on its own, short enough that a
+ * 20 KB poem in pieces of 1-64 bytes takes well under a second.
+ */
+const CHUNK_GAP_MS = 1;
+
 /** How a connection's transfer ends when a fault cuts it. */
 type Ending = "close" | "reset" | "stall" | "refuse";
 
@@ -420,7 +427,7 @@ export interface FaultyConnOptions {
   jitter?: number;
   /** The pace's pause in seconds, which jitter adds to. */
   delay?: number;
-  /** Each write cut to a size drawn from `[min, max]` bytes. */
+  /** Each write cut to a size drawn from `[min, max]` bytes, the pieces 1 ms apart. */
   chunks?: readonly [number, number];
   /** Seconds to keep the connection open after the last byte. */
   closeDelay?: number;
@@ -506,7 +513,12 @@ export class FaultyConn implements FaultableConn {
       await this.#hold(due - performance.now());
     }
     let size = p.length;
-    if (options.chunks) size = Math.min(size, options.random.int(...options.chunks));
+    if (options.chunks) {
+      // A pause between pieces, as Toxiproxy's slicer has: pieces written
+      // back to back pile up in the client's buffer and arrive as one read.
+      if (this.#lastWrite !== undefined) await this.#hold(CHUNK_GAP_MS);
+      size = Math.min(size, options.random.int(...options.chunks));
+    }
     if (options.stallAfter !== undefined) {
       if (this.#written >= options.stallAfter) await this.#stall();
       size = Math.min(size, options.stallAfter - this.#written);

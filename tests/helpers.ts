@@ -391,3 +391,42 @@ export function sampleValue(text: string, series: string): number | undefined {
   }
   return undefined;
 }
+
+/**
+ * A Python 3 that can import `module` (`python3` on PATH, else Debian's
+ * /usr/bin/python3, where `apt-get install python3-twisted` puts Twisted),
+ * or `undefined`: a test then skips and says why.
+ */
+export async function pythonWith(module = "socket"): Promise<string | undefined> {
+  for (const python of ["python3", "/usr/bin/python3"]) {
+    try {
+      const { success } = await new Deno.Command(python, {
+        args: ["-c", `import ${module}`],
+        stdout: "null",
+        stderr: "null",
+      }).output();
+      if (success) return python;
+    } catch {
+      // Not installed here; try the next.
+    }
+  }
+  return undefined;
+}
+
+/** Runs a Python client from tests/clients/ and parses the JSON line it prints per result. */
+export async function runPythonClient(
+  python: string,
+  script: string,
+  args: string[],
+): Promise<Record<string, unknown>[]> {
+  const { code, stdout, stderr } = await new Deno.Command(python, {
+    args: [`${ROOT}/tests/clients/${script}`, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(stdout);
+  if (code !== 0) {
+    throw new Error(`${script} exited ${code}:\n${text}\n${new TextDecoder().decode(stderr)}`);
+  }
+  return text.trim().split("\n").filter((line) => line).map((line) => JSON.parse(line));
+}
