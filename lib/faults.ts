@@ -307,8 +307,17 @@ function cutContent(content: PoemContent, length: number): PoemContent {
  */
 const CHUNK_GAP_MS = 1;
 
-/** How a connection's transfer ends when a fault cuts it. */
-type Ending = "close" | "reset" | "stall" | "refuse";
+/**
+ * How a connection's transfer ends when a fault cuts it: a FIN after the
+ * cut, a RST, a stall, or a close before the first byte.
+ *
+ * @example
+ * ```ts
+ * import type { Ending } from "./faults.ts";
+ * const ending: Ending = "reset";
+ * ```
+ */
+export type Ending = "close" | "reset" | "stall" | "refuse";
 
 /**
  * The faults one connection got, and how they change it: the poem it is
@@ -448,7 +457,8 @@ export interface FaultyConnOptions {
  * ```ts
  * import { FaultyConn, SeededRandom } from "./faults.ts";
  * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
- * const client = Deno.connect(listener.addr as Deno.NetAddr);
+ * const { port } = listener.addr as Deno.NetAddr;
+ * const client = Deno.connect({ hostname: "127.0.0.1", port });
  * const conn = new FaultyConn(await listener.accept(), {
  *   random: new SeededRandom(7),
  *   chunks: [1, 4],

@@ -90,6 +90,7 @@ export {
 } from "./config.ts";
 export {
   ConnectionFaults,
+  type Ending,
   type Fault,
   FAULT_NAMES,
   type FaultableConn,

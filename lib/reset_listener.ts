@@ -90,7 +90,7 @@ export class ResettableListener {
  * import { ResettableConn, ResettableListener } from "./reset_listener.ts";
  * const listener = new ResettableListener({ transport: "tcp", hostname: "127.0.0.1", port: 0 });
  * await listener.ready;
- * const client = await Deno.connect(listener.addr);
+ * const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
  * const conn = (await listener.accept()) as unknown as ResettableConn;
  * await conn.write(new TextEncoder().encode("Hi\n"));
  * conn.reset(); // the client reads "Hi\n", then ECONNRESET
