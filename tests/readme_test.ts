@@ -30,3 +30,22 @@ Deno.test("readme: the haproxy.cfg shown under 'Scaling out' is examples/haproxy
   const shown = /```haproxy\n([\s\S]*?)```/.exec(section)?.[1];
   assert.equal(shown, await Deno.readTextFile(`${ROOT}/examples/haproxy.cfg`));
 });
+
+Deno.test("readme: the client test under 'Testing your client' passes as written", async () => {
+  const readme = await Deno.readTextFile(`${ROOT}/README.md`);
+  const section = readme.slice(readme.indexOf("### For test harnesses"));
+  const code = /```ts\n([\s\S]*?)```/.exec(section)![1];
+  const example = `${ROOT}/.readme-client-${crypto.randomUUID()}_test.ts`;
+  await Deno.writeTextFile(example, code);
+  try {
+    const { code: exit, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["test", "--allow-net", "--allow-read", example],
+      cwd: ROOT,
+    }).output();
+    const out = new TextDecoder().decode(stdout);
+    assert.equal(exit, 0, out + new TextDecoder().decode(stderr));
+    assert.match(out, /1 passed/);
+  } finally {
+    await Deno.remove(example);
+  }
+});
