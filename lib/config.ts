@@ -9,9 +9,8 @@
  */
 
 import { dirname, isAbsolute, join, normalize } from "node:path";
-import { findNodeAtLocation, type Node, type ParseError, parseTree } from "jsonc-parser";
-import { printParseErrorCode } from "jsonc-parser";
-import * as v from "valibot";
+import type { Node, ParseError } from "jsonc-parser";
+import type * as Valibot from "valibot";
 import { parseCidr } from "./access.ts";
 import { UsageError } from "./errors.ts";
 import { parseFault } from "./faults.ts";
@@ -21,78 +20,100 @@ import { getLogger } from "@logtape/logtape";
 
 const log = getLogger(["poetry", "config"]);
 
-const whole = (name: string, min: number, max: number) =>
-  v.pipe(
-    v.number(`${name} must be a number`),
-    v.integer(`${name} must be a whole number from ${min} to ${max}`),
-    v.minValue(min, `${name} must be a whole number from ${min} to ${max}`),
-    v.maxValue(max, `${name} must be a whole number from ${min} to ${max}`),
-  );
-const seconds = (name: string) =>
-  v.pipe(
-    v.number(`${name} must be a number of seconds`),
-    v.minValue(0, `${name} must be a number of seconds from 0 to 86400`),
-    v.maxValue(86_400, `${name} must be a number of seconds from 0 to 86400`),
-  );
-const nonEmpty = (name: string) =>
-  v.pipe(v.string(`${name} must be a string`), v.nonEmpty(`${name} is empty`));
-const cidrs = (name: string) =>
-  v.array(
+// The parser and the schema library are loaded on the first config file
+// read, not at every start-up (together they cost ~40 ms of it).
+function buildSchemas(v: typeof Valibot) {
+  const whole = (name: string, min: number, max: number) =>
     v.pipe(
-      v.string(`${name} must list strings`),
-      v.check((text) => parseCidr(text) !== undefined, `${name} needs addresses or CIDR blocks`),
+      v.number(`${name} must be a number`),
+      v.integer(`${name} must be a whole number from ${min} to ${max}`),
+      v.minValue(min, `${name} must be a whole number from ${min} to ${max}`),
+      v.maxValue(max, `${name} must be a whole number from ${min} to ${max}`),
+    );
+  const seconds = (name: string) =>
+    v.pipe(
+      v.number(`${name} must be a number of seconds`),
+      v.minValue(0, `${name} must be a number of seconds from 0 to 86400`),
+      v.maxValue(86_400, `${name} must be a number of seconds from 0 to 86400`),
+    );
+  const nonEmpty = (name: string) =>
+    v.pipe(v.string(`${name} must be a string`), v.nonEmpty(`${name} is empty`));
+  const cidrs = (name: string) =>
+    v.array(
+      v.pipe(
+        v.string(`${name} must list strings`),
+        v.check((text) => parseCidr(text) !== undefined, `${name} needs addresses or CIDR blocks`),
+      ),
+      `${name} must be a list, e.g. ["127.0.0.0/8"]`,
+    );
+  const faults = v.array(
+    v.pipe(
+      v.string('faults must list strings like "reset-after=100"'),
+      v.rawCheck(({ dataset, addIssue }) => {
+        if (!dataset.typed) return;
+        try {
+          parseFault(dataset.value, "fault");
+        } catch (err) {
+          addIssue({ message: (err as Error).message });
+        }
+      }),
     ),
-    `${name} must be a list, e.g. ["127.0.0.0/8"]`,
+    'faults must be a list, e.g. ["reset-after=100"]',
   );
-const faults = v.array(
-  v.pipe(
-    v.string('faults must list strings like "reset-after=100"'),
-    v.rawCheck(({ dataset, addIssue }) => {
-      if (!dataset.typed) return;
-      try {
-        parseFault(dataset.value, "fault");
-      } catch (err) {
-        addIssue({ message: (err as Error).message });
-      }
-    }),
-  ),
-  'faults must be a list, e.g. ["reset-after=100"]',
-);
 
-/** Settings a listener may set, and the top level sets for all of them. */
-const common = {
-  iface: v.optional(nonEmpty("iface")),
-  "num-bytes": v.optional(whole("num-bytes", 1, 2 ** 30)),
-  delay: v.optional(seconds("delay")),
-  faults: v.optional(faults),
-  allow: v.optional(cidrs("allow")),
-  deny: v.optional(cidrs("deny")),
-};
+  /** Settings a listener may set, and the top level sets for all of them. */
+  const common = {
+    iface: v.optional(nonEmpty("iface")),
+    "num-bytes": v.optional(whole("num-bytes", 1, 2 ** 30)),
+    delay: v.optional(seconds("delay")),
+    faults: v.optional(faults),
+    allow: v.optional(cidrs("allow")),
+    deny: v.optional(cidrs("deny")),
+  };
 
-const listenerSchema = v.strictObject({
-  poem: nonEmpty("poem"),
-  port: v.optional(whole("port", 0, 65535)),
-  "max-connections": v.optional(whole("max-connections", 1, 2 ** 31)),
-  ...common,
-}, 'a listener must be an object, e.g. { "poem": "poems/a.txt", "port": 10000 }');
+  const listenerSchema = v.strictObject({
+    poem: nonEmpty("poem"),
+    port: v.optional(whole("port", 0, 65535)),
+    "max-connections": v.optional(whole("max-connections", 1, 2 ** 31)),
+    ...common,
+  }, 'a listener must be an object, e.g. { "poem": "poems/a.txt", "port": 10000 }');
 
-const configSchema = v.strictObject({
-  listeners: v.pipe(
-    v.array(listenerSchema, "listeners must be a list of listeners"),
-    v.minLength(1, "listeners is empty: declare at least one"),
-  ),
-  "max-connections": v.optional(whole("max-connections", 1, 2 ** 31)),
-  "write-timeout": v.optional(seconds("write-timeout")),
-  "drain-timeout": v.optional(seconds("drain-timeout")),
-  seed: v.optional(whole("seed", 0, 2 ** 32 - 1)),
-  ...common,
-}, 'the file must hold one object, with a "listeners" list');
+  const configSchema = v.strictObject({
+    listeners: v.pipe(
+      v.array(listenerSchema, "listeners must be a list of listeners"),
+      v.minLength(1, "listeners is empty: declare at least one"),
+    ),
+    "max-connections": v.optional(whole("max-connections", 1, 2 ** 31)),
+    "write-timeout": v.optional(seconds("write-timeout")),
+    "drain-timeout": v.optional(seconds("drain-timeout")),
+    seed: v.optional(whole("seed", 0, 2 ** 32 - 1)),
+    ...common,
+  }, 'the file must hold one object, with a "listeners" list');
 
-type RawConfig = v.InferOutput<typeof configSchema>;
-type RawListener = v.InferOutput<typeof listenerSchema>;
+  return {
+    configSchema,
+    listenerFields: Object.keys(listenerSchema.entries).join(", "),
+    topFields: Object.keys(configSchema.entries).join(", "),
+  };
+}
 
-const LISTENER_FIELDS = Object.keys(listenerSchema.entries).join(", ");
-const TOP_FIELDS = Object.keys(configSchema.entries).join(", ");
+let loaded:
+  | Promise<{
+    schemas: ReturnType<typeof buildSchemas>;
+    v: typeof Valibot;
+    jsonc: typeof import("jsonc-parser");
+  }>
+  | undefined;
+
+function loadParsers() {
+  return loaded ??= (async () => {
+    const [v, jsonc] = await Promise.all([import("valibot"), import("jsonc-parser")]);
+    return { schemas: buildSchemas(v), v, jsonc };
+  })();
+}
+
+type RawConfig = Valibot.InferOutput<ReturnType<typeof buildSchemas>["configSchema"]>;
+type RawListener = RawConfig["listeners"][number];
 
 /**
  * A `--config` file, read and checked: the server-wide settings and the
@@ -101,7 +122,7 @@ const TOP_FIELDS = Object.keys(configSchema.entries).join(", ");
  * @example
  * ```ts
  * import { parseConfig } from "./config.ts";
- * const config = parseConfig('{ "listeners": [{ "poem": "a.txt" }] } // one', "poems/p.jsonc");
+ * const config = await parseConfig('{ "listeners": [{ "poem": "a.txt" }] } // one', "poems/p.jsonc");
  * console.log(config.listeners[0].poem); // "poems/a.txt"
  * ```
  */
@@ -138,7 +159,7 @@ export async function loadConfig(path: string): Promise<PoetryConfig> {
     }
     throw new UsageError(`--config ${path}: ${err instanceof Error ? err.message : err}`);
   }
-  return parseConfig(text, path);
+  return await parseConfig(text, path);
 }
 
 /**
@@ -149,30 +170,31 @@ export async function loadConfig(path: string): Promise<PoetryConfig> {
  * ```ts
  * import { parseConfig } from "./config.ts";
  * try {
- *   parseConfig('{ "listeners": [{ "poem": "a.txt", "port": 70000 }] }', "x.jsonc");
+ *   await parseConfig('{ "listeners": [{ "poem": "a.txt", "port": 70000 }] }', "x.jsonc");
  * } catch (err) {
  *   console.log((err as Error).message); // x.jsonc:1: listeners[0].port must be a whole number from 0 to 65535, got 70000
  * }
  * ```
  * @throws {UsageError} naming the line and the field of the first mistake.
  */
-export function parseConfig(text: string, path: string): PoetryConfig {
+export async function parseConfig(text: string, path: string): Promise<PoetryConfig> {
+  const { schemas, v, jsonc } = await loadParsers();
   const errors: ParseError[] = [];
-  const root = parseTree(text, errors, { allowTrailingComma: true, disallowComments: false });
+  const root = jsonc.parseTree(text, errors, { allowTrailingComma: true, disallowComments: false });
   if (errors.length > 0 || !root) {
     const offset = errors[0]?.offset ?? 0;
-    const what = errors[0] ? printParseErrorCode(errors[0].error) : "nothing in it";
+    const what = errors[0] ? jsonc.printParseErrorCode(errors[0].error) : "nothing in it";
     throw new UsageError(
       `${path}:${lineOf(text, offset)}: not valid JSON with comments (${what})`,
       "check the brackets, commas and quotes near that line",
     );
   }
-  const result = v.safeParse(configSchema, nodeValue(root), { abortEarly: false });
+  const result = v.safeParse(schemas.configSchema, nodeValue(root), { abortEarly: false });
   if (!result.success) {
     const [issue, ...more] = result.issues;
     const keys = (issue.path ?? []).map((item) => item.key as string | number);
     const field = fieldName(keys);
-    const node = nearest(root, keys);
+    const node = nearest(root, keys, jsonc.findNodeAtLocation);
     const where = `${path}:${lineOf(text, node.offset)}`;
     const unknown = issue.kind === "schema" && issue.type === "strict_object" &&
       issue.expected === "never";
@@ -186,7 +208,9 @@ export function parseConfig(text: string, path: string): PoetryConfig {
       : /empty/.test(issue.message)
       ? issue.message.replace(/^\S+/, field)
       : `${issue.message}, got ${JSON.stringify(issue.input)}`.replace(/^\S+/, field);
-    const known = keys.length > 2 && keys[0] === "listeners" ? LISTENER_FIELDS : TOP_FIELDS;
+    const known = keys.length > 2 && keys[0] === "listeners"
+      ? schemas.listenerFields
+      : schemas.topFields;
     const hint = (unknown ? `fields here are ${known}` : "see examples/poetry.jsonc") +
       (more.length > 0
         ? ` (${more.length} more mistake${more.length > 1 ? "s" : ""} after it)`
@@ -230,7 +254,7 @@ export function parseConfig(text: string, path: string): PoetryConfig {
  * @example
  * ```ts
  * import { combineConfig, parseConfig } from "./config.ts";
- * const config = parseConfig('{ "delay": 0.1, "listeners": [{ "poem": "a.txt" }] }', "p.jsonc");
+ * const config = await parseConfig('{ "delay": 0.1, "listeners": [{ "poem": "a.txt" }] }', "p.jsonc");
  * const options = combineConfig(config, { iface: "::1" });
  * console.log(options.listeners![0].pace); // { numBytes: 10, delay: 0.1 }
  * ```
@@ -277,7 +301,11 @@ function fieldName(keys: (string | number)[]): string {
 }
 
 /** The node for `keys`, or the nearest one above it that exists (a missing field's object). */
-function nearest(root: Node, keys: (string | number)[]): Node {
+function nearest(
+  root: Node,
+  keys: (string | number)[],
+  findNodeAtLocation: typeof import("jsonc-parser").findNodeAtLocation,
+): Node {
   for (let n = keys.length; n > 0; n--) {
     const node = findNodeAtLocation(root, keys.slice(0, n));
     // An unknown key: point at the key itself, not its value.

@@ -8,7 +8,7 @@
  * @module
  */
 
-import net from "node:net";
+import type net from "node:net";
 import type { FaultableConn } from "./faults.ts";
 
 /**
@@ -29,7 +29,7 @@ export class ResettableListener {
   addr: Deno.NetAddr;
   /** Resolves once it listens; rejects with the `node:net` error when it cannot. */
   readonly ready: Promise<void>;
-  readonly #server: net.Server;
+  #server?: net.Server;
   readonly #queue: net.Socket[] = [];
   #waiting?: PromiseWithResolvers<ResettableConn>;
   #closed = false;
@@ -37,9 +37,16 @@ export class ResettableListener {
   /** Starts listening on `addr` (port 0 picks one); wait for {@linkcode ResettableListener.ready}. */
   constructor(addr: Deno.NetAddr) {
     this.addr = addr;
+    this.ready = this.#listen(addr);
+    this.ready.catch(() => {});
+  }
+
+  async #listen(addr: Deno.NetAddr): Promise<void> {
+    // Imported here, where it is needed, not by every start-up's module graph.
+    const { createServer } = await import("node:net");
     // allowHalfOpen: a client's FIN must not end our side (a half-close
     // still reads the poem); pauseOnConnect: nothing is read until asked.
-    this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
       if (this.#waiting) {
         this.#waiting.resolve(new ResettableConn(socket));
         this.#waiting = undefined;
@@ -47,16 +54,18 @@ export class ResettableListener {
         this.#queue.push(socket);
       }
     });
-    this.ready = new Promise((resolve, reject) => {
-      this.#server.once("error", reject);
-      this.#server.listen({ host: addr.hostname, port: addr.port }, () => {
-        this.#server.off("error", reject);
-        const bound = this.#server.address() as net.AddressInfo;
+    this.#server = server;
+    if (this.#closed) return;
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen({ host: addr.hostname, port: addr.port }, () => {
+        server.off("error", reject);
+        const bound = server.address() as net.AddressInfo;
         this.addr = { transport: "tcp", hostname: bound.address, port: bound.port };
         resolve();
       });
     });
-    this.ready.catch(() => {});
+    if (this.#closed) server.close();
   }
 
   /** The next client. Typed as `Deno.Conn` for `PoemListener`, which uses only what {@linkcode ResettableConn} has. */
@@ -74,7 +83,7 @@ export class ResettableListener {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#server.close();
+    this.#server?.close();
     this.#waiting?.reject(new Deno.errors.BadResource("listener closed"));
     for (const socket of this.#queue.splice(0)) socket.destroy();
   }
