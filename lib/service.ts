@@ -51,7 +51,7 @@ const WATCH_SETTLE_MS = 100;
  * Serves until SIGINT or SIGTERM (SIGINT or SIGBREAK on Windows), then drains
  * and resolves with the summary. Another stop signal a second or more after
  * the first exits at once, with code 1; one sooner is taken as the same
- * Ctrl-C. SIGHUP re-reads every poem. SIGUSR1 writes a stats record to the
+ * Ctrl-C. SIGHUP re-reads every poem. SIGUSR2 (and SIGUSR1) writes a stats record to the
  * log, and so does every `statsInterval` seconds.
  *
  * @example
@@ -71,7 +71,11 @@ export function runAsService(
   const stopSignals: Deno.Signal[] = windows ? ["SIGINT", "SIGBREAK"] : ["SIGINT", "SIGTERM"];
   const { promise, resolve } = Promise.withResolvers<ShutdownSummary>();
   let firstStop: number | undefined;
+  let drained = false;
   const onStop = (signal: Deno.Signal) => {
+    // Drained: the process is on its way out with its summary, and a signal
+    // now must neither kill it (exit 143) nor change its exit code.
+    if (drained) return;
     const now = performance.now();
     if (firstStop === undefined) {
       firstStop = now;
@@ -87,17 +91,22 @@ export function runAsService(
       Deno.exit(1);
     }
   };
-  const stopHandlers = stopSignals.map((signal) => [signal, () => onStop(signal)] as const);
-  for (const [signal, handler] of stopHandlers) Deno.addSignalListener(signal, handler);
+  for (const signal of stopSignals) Deno.addSignalListener(signal, () => onStop(signal));
   const reload = () => {
-    if (firstStop === undefined) (options.reload ?? (() => server.reload()))();
+    if (firstStop === undefined && !drained) (options.reload ?? (() => server.reload()))();
   };
   if (!windows) Deno.addSignalListener("SIGHUP", reload);
   // SIGUSR1's default action ends the process: endlessh's users expect it
-  // to print totals instead, and so does this.
+  // to print totals instead, and so does this. Deno 2.9.2 and later also
+  // open the V8 inspector on 127.0.0.1:9229 at SIGUSR1, which nothing can
+  // turn off (denoland/deno#35738), so SIGUSR2 writes the same record
+  // without that; the README says to prefer it.
   const stats = options.stats ?? new ServerStats();
-  const writeStats = () => logStats(server, stats);
-  if (!windows) Deno.addSignalListener("SIGUSR1", writeStats);
+  const writeStats = () => {
+    if (!drained) logStats(server, stats);
+  };
+  const statsSignals: Deno.Signal[] = windows ? [] : ["SIGUSR1", "SIGUSR2"];
+  for (const signal of statsSignals) Deno.addSignalListener(signal, writeStats);
   const interval = options.statsInterval
     ? setInterval(writeStats, options.statsInterval * 1000)
     : undefined;
@@ -107,10 +116,10 @@ export function runAsService(
     event.preventDefault();
     log.error("Unexpected error, server keeps running: {error}", { error: String(event.reason) });
   });
+  // The handlers stay installed, doing nothing: removed, a signal's default
+  // action would end the process between its summary and its exit.
   return promise.finally(() => {
-    for (const [signal, handler] of stopHandlers) Deno.removeSignalListener(signal, handler);
-    if (!windows) Deno.removeSignalListener("SIGHUP", reload);
-    if (!windows) Deno.removeSignalListener("SIGUSR1", writeStats);
+    drained = true;
     clearInterval(interval);
   });
 }

@@ -103,3 +103,24 @@ Deno.test("--log-level debug: a record per accepted client and per paced write; 
     await poems.cleanup();
   }
 });
+
+Deno.test({
+  name: "SIGUSR2 writes the same record and opens no debugger (SIGUSR1 does, in Deno 2.9.2+)",
+  ignore: !posix,
+  async fn() {
+    const poems = await makePoems({ "p.txt": POEM });
+    const server = await startServer(["--iface", "127.0.0.1", poems.path("p.txt")]);
+    try {
+      await fetchBytes(server.addresses[0]);
+      await new Promise((resolve) => setTimeout(resolve, 600)); // past Deno's SIGUSR1 grace period
+      server.process.kill("SIGUSR2");
+      await server.waitForStderr(/Stats: 1 completed/);
+      assert.doesNotMatch(server.stderr(), /Debugger listening/);
+      assert.equal((await fetchBytes(server.addresses[0])).length, SIZE);
+      assert.equal((await server.stop()).code, 0);
+    } finally {
+      await server.stop();
+      await poems.cleanup();
+    }
+  },
+});
