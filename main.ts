@@ -26,8 +26,13 @@ import {
   writeInBackground,
   writePortsFile,
 } from "./lib/mod.ts";
+// Not in lib/mod.ts yet: the CLI's start-up is its only user so far.
+import { holdReloadSignals } from "./lib/service.ts";
 
 async function main(args: string[]): Promise<number> {
+  // First of all: until a handler is in, SIGHUP ends the process, and loading
+  // many poems takes a while.
+  const held = holdReloadSignals();
   const cli = parseCommandLine(args);
   if (cli.help) {
     console.log(USAGE);
@@ -78,6 +83,7 @@ async function main(args: string[]): Promise<number> {
   // Signal handlers go in before the Serving lines: a supervisor that reads
   // a line and sends SIGHUP or SIGTERM at once must not kill the process.
   const stopped = runAsService(server, {
+    held,
     reload: cli.config === undefined
       ? undefined
       : () => reloadConfig(server, cli.config!, cli.serve),

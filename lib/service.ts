@@ -5,7 +5,7 @@
  * @module
  */
 
-import { basename, dirname, join, resolve as resolvePath } from "node:path";
+import { dirname, isAbsolute, join, parse as parsePath, resolve as resolvePath } from "node:path";
 import { getLogger } from "@logtape/logtape";
 import type { Poem } from "./poem.ts";
 import type { PoetryServer, ShutdownSummary } from "./server.ts";
@@ -35,6 +35,53 @@ export interface ServiceOptions {
   statsInterval?: number;
   /** What SIGHUP does (`--config` re-reads its file too). @default {re-reads the poems} */
   reload?: () => Promise<unknown>;
+  /**
+   * Signals held since start-up by {@linkcode holdReloadSignals}: released
+   * once this service's own handlers are in, each one that came honoured once.
+   */
+  // Spelt out, not HeldSignals: lib/mod.ts does not export that type yet.
+  held?: { release(): Deno.Signal[] };
+}
+
+/**
+ * SIGHUP, SIGUSR1 and SIGUSR2 that arrive while the server starts, kept from
+ * ending the process; see {@linkcode holdReloadSignals}.
+ */
+export interface HeldSignals {
+  /** Stops holding. @returns the signals that came meanwhile, each once. */
+  release(): Deno.Signal[];
+}
+
+/**
+ * Until a handler is in, SIGHUP, SIGUSR1 and SIGUSR2 end the process (exit
+ * 129, 138, 140): a supervisor or logrotate that sends SIGHUP while the poems
+ * are still loading would kill the server. Call this first thing and give the
+ * result to {@linkcode runAsService}, which reloads once (or writes one stats
+ * record) for what came meanwhile. Does nothing on Windows.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "./server.ts";
+ * import { holdReloadSignals, runAsService } from "./service.ts";
+ * const held = holdReloadSignals();
+ * const server = await serve(["poems/"]);
+ * await runAsService(server, { held });
+ * ```
+ */
+export function holdReloadSignals(): HeldSignals {
+  if (Deno.build.os === "windows") return { release: () => [] };
+  const seen = new Set<Deno.Signal>();
+  const holds = (["SIGHUP", "SIGUSR1", "SIGUSR2"] as const).map((signal) => {
+    const hold = () => seen.add(signal);
+    Deno.addSignalListener(signal, hold);
+    return [signal, hold] as const;
+  });
+  return {
+    release() {
+      for (const [signal, hold] of holds.splice(0)) Deno.removeSignalListener(signal, hold);
+      return [...seen];
+    },
+  };
 }
 
 /**
@@ -111,6 +158,16 @@ export function runAsService(
     ? setInterval(writeStats, options.statsInterval * 1000)
     : undefined;
   if (options.watch) watchPoems(server, promise);
+  // Released only now that the handlers above are in: a signal with no
+  // listener at all would take its default, fatal action.
+  for (const signal of options.held?.release() ?? []) {
+    log.info("Got {signal} while starting: {action} now.", {
+      signal,
+      action: signal === "SIGHUP" ? "reloading" : "writing the stats",
+    });
+    if (signal === "SIGHUP") reload();
+    else writeStats();
+  }
   // Whatever goes wrong inside one transfer must not end the server.
   globalThis.addEventListener("unhandledrejection", (event) => {
     event.preventDefault();
@@ -124,77 +181,202 @@ export function runAsService(
   });
 }
 
-// Watches the directories that hold the poems, not the poem files: watchFs
-// follows an inode, and an editor that saves by renaming a new file over the
-// poem (vim, `sed -i`, `mv new poem`) would leave a file watch on the old,
-// unlinked inode, deaf from then on. A directory's entries are matched by path.
+// Watches directories, not the poem files: watchFs follows an inode, and an
+// editor that saves by renaming a new file over the poem (vim, `sed -i`,
+// `mv new poem`) would leave a file watch on the old, unlinked inode, deaf from
+// then on. A directory's entries are matched by path. Which entries: every one
+// the poem's path goes through that, replaced, changes what the path names.
 // The watch starts synchronously, before the Serving lines: a change made as
 // soon as they are read must be seen.
 function watchPoems(server: PoetryServer, stopped: Promise<unknown>): void {
-  const poemAt = new Map<string, Poem>();
-  const watched = new Set<string>();
-  for (const { poem } of server.listeners) {
-    try {
-      const dir = Deno.realPathSync(dirname(poem.path));
-      watched.add(dir);
-      poemAt.set(join(dir, basename(poem.path)), poem);
-    } catch (err) {
-      // E.g. --allow-read names the file alone: the file itself is all we may watch.
-      log.warning(
-        "Cannot watch the directory of {poem} ({error}); a save by rename ends its watch.",
-        {
-          poem: poem.path,
-          error: err instanceof Error ? err.message : String(err),
-        },
-      );
-      watched.add(resolvePath(poem.path));
-      poemAt.set(resolvePath(poem.path), poem);
-    }
-  }
-  let watcher: Deno.FsWatcher;
-  try {
-    watcher = Deno.watchFs([...watched], { recursive: false });
-  } catch (err) {
-    log.error("Cannot watch the poems; SIGHUP still reloads: {error}", {
-      error: err instanceof Error ? err.message : String(err),
-    });
-    return;
-  }
-  stopped.finally(() => watcher.close());
-  reloadOnChange(server, watcher, poemAt);
+  const watch = new PoemWatch(server);
+  if (!watch.start()) return;
+  stopped.finally(() => watch.close());
 }
 
-async function reloadOnChange(
-  server: PoetryServer,
-  watcher: Deno.FsWatcher,
-  poemAt: Map<string, Poem>,
-): Promise<void> {
+/**
+ * The directory entries that `path` goes through, resolved as the kernel
+ * does: each symlink met on the way (a link to the poem, a release directory
+ * `cur -> rel1`, a link inside the link's target...), then the file it names.
+ * A deploy that re-points any of them, or an edit of the file, changes the
+ * poem; nothing else on the path can. Each entry is its real parent directory
+ * joined with its name, as a watch of that directory reports it. An entry that
+ * is missing (a deploy caught between steps) ends the list: its directory is
+ * watched, so its return is seen.
+ */
+function entriesOf(path: string): string[] {
+  const windows = Deno.build.os === "windows";
+  const split = (p: string) => p.split(windows ? /[\\/]+/ : "/").filter((name) => name !== "");
+  const absolute = resolvePath(path);
+  let resolved = parsePath(absolute).root;
+  const rest = split(absolute.slice(resolved.length));
+  const entries: string[] = [];
+  // ELOOP's bound on Linux: a cycle of links must not spin for ever.
+  for (let links = 0; rest.length > 0;) {
+    const name = rest.shift()!;
+    if (name === ".") continue;
+    // `resolved` holds no symlink, so its parent is the kernel's `..` too.
+    if (name === "..") {
+      resolved = dirname(resolved);
+      continue;
+    }
+    const entry = join(resolved, name);
+    let info: Deno.FileInfo;
+    try {
+      info = Deno.lstatSync(entry);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) {
+        entries.push(entry);
+        return entries;
+      }
+      // --allow-read=poems forbids a look at /home: take such a directory
+      // for a plain one, as the old directory-only watch did.
+      if (rest.length > 0) {
+        resolved = entry;
+        continue;
+      }
+      throw err;
+    }
+    if (info.isSymlink && ++links <= 40) {
+      entries.push(entry);
+      const target = Deno.readLinkSync(entry);
+      if (isAbsolute(target)) resolved = parsePath(target).root;
+      rest.unshift(...split(isAbsolute(target) ? target.slice(resolved.length) : target));
+      continue;
+    }
+    resolved = entry;
+  }
+  entries.push(resolved);
+  return entries;
+}
+
+/** What `watchFs` is given for an entry: its directory, or itself when that may not be read. */
+function watchedPathOf(entry: string): string {
+  const dir = dirname(entry);
+  return Deno.permissions.querySync({ name: "read", path: dir }).state === "granted" ? dir : entry;
+}
+
+/**
+ * One watcher for all the poems. watchFs cannot add a path to a running
+ * watcher, so when a deploy re-points a poem to another directory, a new
+ * watcher replaces the old one (opened before the old closes, so nothing
+ * falls between them); one per poem would soon exceed
+ * fs.inotify.max_user_instances (128 by default).
+ */
+class PoemWatch {
+  readonly #server: PoetryServer;
+  readonly #entries = new Map<Poem, string[]>();
+  /** Entry path to the poems whose path goes through it. */
+  #poemsAt = new Map<string, Set<Poem>>();
+  #watcher?: Deno.FsWatcher;
+  #watchedKey = "";
   // One timer per poem: a burst of writes to one poem neither delays nor
   // re-reads the others.
-  const timers = new Map<Poem, ReturnType<typeof setTimeout>>();
-  try {
-    for await (const event of watcher) {
-      // Reading a file must never count as a change, or each re-read would
-      // trigger the next; a write is reported as "modify" anyway.
-      if (event.kind === "access") continue;
-      for (const path of event.paths) {
-        const poem = poemAt.get(resolvePath(path));
-        if (!poem) continue;
-        clearTimeout(timers.get(poem));
-        timers.set(
-          poem,
-          setTimeout(() => {
-            timers.delete(poem);
-            server.reloadPoem(poem);
-          }, WATCH_SETTLE_MS),
+  readonly #timers = new Map<Poem, ReturnType<typeof setTimeout>>();
+  #closed = false;
+
+  constructor(server: PoetryServer) {
+    this.#server = server;
+  }
+
+  /** Starts watching; false when nothing can be watched (logged). */
+  start(): boolean {
+    for (const { poem } of this.#server.listeners) this.#entries.set(poem, this.#resolve(poem));
+    return this.#rewatch();
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#watcher?.close();
+    for (const timer of this.#timers.values()) clearTimeout(timer);
+  }
+
+  #resolve(poem: Poem, previous?: string[]): string[] {
+    try {
+      return entriesOf(poem.path);
+    } catch (err) {
+      // E.g. --allow-read names the file alone: the file itself is all we may watch.
+      if (!previous) {
+        log.warning(
+          "Cannot watch the directory of {poem} ({error}); a save by rename ends its watch.",
+          { poem: poem.path, error: err instanceof Error ? err.message : String(err) },
         );
       }
+      return previous ?? [resolvePath(poem.path)];
     }
-  } catch (err) {
-    log.error("Stopped watching the poems; SIGHUP still reloads: {error}", {
-      error: err instanceof Error ? err.message : String(err),
-    });
-  } finally {
-    for (const timer of timers.values()) clearTimeout(timer);
+  }
+
+  /** (Re)opens the watcher when the set of paths to watch changed. */
+  #rewatch(): boolean {
+    const poemsAt = new Map<string, Set<Poem>>();
+    const paths = new Set<string>();
+    for (const [poem, entries] of this.#entries) {
+      for (const entry of entries) {
+        if (!poemsAt.has(entry)) poemsAt.set(entry, new Set());
+        poemsAt.get(entry)!.add(poem);
+        paths.add(watchedPathOf(entry));
+      }
+    }
+    this.#poemsAt = poemsAt;
+    const key = [...paths].sort().join("\0");
+    if (key === this.#watchedKey) return true;
+    let watcher: Deno.FsWatcher;
+    try {
+      watcher = Deno.watchFs([...paths], { recursive: false });
+    } catch (err) {
+      log.error(
+        this.#watcher
+          ? "Cannot watch the poems' new directories, still watching the old; SIGHUP still reloads: {error}"
+          : "Cannot watch the poems; SIGHUP still reloads: {error}",
+        { error: err instanceof Error ? err.message : String(err) },
+      );
+      return false;
+    }
+    this.#watcher?.close();
+    this.#watcher = watcher;
+    this.#watchedKey = key;
+    this.#listen(watcher);
+    return true;
+  }
+
+  async #listen(watcher: Deno.FsWatcher): Promise<void> {
+    try {
+      for await (const event of watcher) {
+        // Reading a file must never count as a change, or each re-read would
+        // trigger the next; a write is reported as "modify" anyway.
+        if (event.kind === "access") continue;
+        for (const path of event.paths) {
+          for (const poem of this.#poemsAt.get(resolvePath(path)) ?? []) this.#changed(poem);
+        }
+      }
+    } catch (err) {
+      if (watcher !== this.#watcher) return; // replaced: the new one carries on
+      log.error("Stopped watching the poems; SIGHUP still reloads: {error}", {
+        error: err instanceof Error ? err.message : String(err),
+      });
+    }
+  }
+
+  #changed(poem: Poem): void {
+    clearTimeout(this.#timers.get(poem));
+    this.#timers.set(
+      poem,
+      setTimeout(() => {
+        this.#timers.delete(poem);
+        if (this.#closed) return;
+        // A deploy may have re-pointed a link on the way: follow it first, so
+        // later edits of the new target are seen too.
+        const entries = this.#resolve(poem, this.#entries.get(poem));
+        if (entries.join("\0") !== this.#entries.get(poem)!.join("\0")) {
+          log.debug("{poem} now resolves to {target}; watching there.", {
+            poem: poem.path,
+            target: entries.at(-1),
+          });
+          this.#entries.set(poem, entries);
+          this.#rewatch();
+        }
+        this.#server.reloadPoem(poem);
+      }, WATCH_SETTLE_MS),
+    );
   }
 }

@@ -11,6 +11,7 @@ import {
   readTimed,
   rssKiB,
   seededBytes,
+  serverCommand,
   startServer,
 } from "../helpers.ts";
 
@@ -163,6 +164,186 @@ serviceTest("--watch re-reads only the poem that changed, in each directory", as
     await c.cleanup();
   }
 });
+
+serviceTest(
+  "--watch follows a symlinked poem: in-place edits of its target, a re-pointed link",
+  async () => {
+    const dir = await makePoems({});
+    await Deno.mkdir(dir.path("versions"));
+    await Deno.mkdir(dir.path("poems"));
+    await Deno.writeTextFile(dir.path("versions/v1.txt"), "version one\n");
+    await Deno.writeTextFile(dir.path("versions/v2.txt"), "version two\n");
+    await Deno.symlink("../versions/v1.txt", dir.path("poems/current.txt"));
+    const server = await startServer([
+      "--watch",
+      "--log-level",
+      "debug",
+      dir.path("poems/current.txt"),
+    ]);
+    const address = server.addresses[0];
+    const encoder = new TextEncoder();
+    try {
+      const edited = encoder.encode("version one, edited in place\n");
+      await Deno.writeFile(dir.path("versions/v1.txt"), edited);
+      assert.deepEqual(
+        await fetchUntil(address, edited, 2000),
+        edited,
+        "in-place edit of the target",
+      );
+      await delay(300);
+      // A release re-points the link atomically, as `ln -sfn` with `mv -T` does.
+      await Deno.symlink("../versions/v2.txt", dir.path("poems/current.txt.new"));
+      await Deno.rename(dir.path("poems/current.txt.new"), dir.path("poems/current.txt"));
+      const two = encoder.encode("version two\n");
+      assert.deepEqual(await fetchUntil(address, two, 2000), two, "re-pointed link");
+      await delay(300);
+      // The watch must have followed the link to its new target.
+      const twoEdited = encoder.encode("version two, edited in place\n");
+      await Deno.writeFile(dir.path("versions/v2.txt"), twoEdited);
+      assert.deepEqual(await fetchUntil(address, twoEdited, 2000), twoEdited, "edit of new target");
+      // The old target is no longer the poem: editing it reloads nothing.
+      await server.waitForLines(/Reloaded /, 3);
+      await Deno.writeTextFile(dir.path("versions/v1.txt"), "version one, edited again\n");
+      await delay(400);
+      assert.equal(count(server.stderr(), /Reloaded /), 3);
+      assert.deepEqual(await fetchBytes(address), twoEdited);
+    } finally {
+      await server.stop();
+      await dir.cleanup();
+    }
+  },
+);
+
+serviceTest("--watch follows a poem under a symlinked directory switched by a deploy", async () => {
+  const dir = await makePoems({});
+  await Deno.mkdir(dir.path("rel1"));
+  await Deno.mkdir(dir.path("rel2"));
+  await Deno.writeTextFile(dir.path("rel1/poem.txt"), "release one\n");
+  await Deno.writeTextFile(dir.path("rel2/poem.txt"), "release two\n");
+  await Deno.symlink("rel1", dir.path("cur"));
+  const server = await startServer(["--watch", "--log-level", "debug", dir.path("cur/poem.txt")]);
+  const address = server.addresses[0];
+  const encoder = new TextEncoder();
+  // `ln -sfn rel2 cur.tmp && mv -T cur.tmp cur`: the switch is one rename.
+  const deploy = async (release: string) => {
+    await Deno.symlink(release, dir.path("cur.tmp"));
+    await Deno.rename(dir.path("cur.tmp"), dir.path("cur"));
+  };
+  try {
+    await deploy("rel2");
+    const two = encoder.encode("release two\n");
+    assert.deepEqual(await fetchUntil(address, two, 2000), two, "switch to rel2");
+    await delay(300);
+    const twoEdited = encoder.encode("release two, patched in place\n");
+    await Deno.writeFile(dir.path("rel2/poem.txt"), twoEdited);
+    assert.deepEqual(await fetchUntil(address, twoEdited, 2000), twoEdited, "edit under rel2");
+    await delay(300);
+    // Back to rel1, edited meanwhile: an edit there was not the poem until the switch.
+    const oneEdited = encoder.encode("release one, rebuilt\n");
+    await Deno.writeFile(dir.path("rel1/poem.txt"), oneEdited);
+    await delay(300);
+    assert.deepEqual(await fetchBytes(address), twoEdited, "rel1 is not served yet");
+    await deploy("rel1");
+    assert.deepEqual(await fetchUntil(address, oneEdited, 2000), oneEdited, "switch back to rel1");
+  } finally {
+    await server.stop();
+    await dir.cleanup();
+  }
+});
+
+serviceTest(
+  "SIGHUPs and a SIGUSR1 during start-up are not fatal; the reload runs once serving",
+  async () => {
+    // Enough poems that loading them takes a good part of a second.
+    const poems = 3000;
+    const files: Record<string, string> = {};
+    for (let i = 0; i < poems; i++) files[`p${String(i).padStart(4, "0")}.txt`] = `poem ${i}\n`;
+    const dir = await makePoems(files);
+    const [cmd, ...args] = [...serverCommand(), "--iface", "127.0.0.1", dir.dir];
+    const process = new Deno.Command(cmd, {
+      args,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    let stderr = "";
+    const stderrDone = (async () => {
+      for await (const text of process.stderr.pipeThrough(new TextDecoderStream())) stderr += text;
+    })();
+    // A reader, not for-await: leaving a for-await cancels the stream, and
+    // that waits for the pipe's next bytes or its end.
+    const stdoutReader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let exited = false;
+    const status = process.status.finally(() => exited = true);
+    const killer = setTimeout(() => process.kill("SIGKILL"), 20_000);
+    try {
+      // Signals sent before the runtime runs any code are fatal whatever it does;
+      // a poem file open in the process shows that main() is loading the poems.
+      const fds = `/proc/${process.pid}/fd`;
+      const loading = () => {
+        try {
+          return [...Deno.readDirSync(fds)].some(({ name }) => {
+            try {
+              return Deno.readLinkSync(`${fds}/${name}`).startsWith(dir.dir);
+            } catch {
+              return false;
+            }
+          });
+        } catch {
+          return false;
+        }
+      };
+      const waitStart = performance.now();
+      while (!loading() && !exited && performance.now() - waitStart < 10_000) await delay(1);
+      const sawStderr = stderr.length > 0;
+      let sent = 0;
+      const stormStart = performance.now();
+      while (!exited && performance.now() - stormStart < 300) {
+        process.kill(sent === 10 ? "SIGUSR1" : "SIGHUP");
+        sent++;
+        await delay(5);
+      }
+      // count() drops the m flag: count whole lines instead.
+      const servingLines = (text: string) =>
+        text.split("\n").filter((line) => line.startsWith("Serving ")).length;
+      let stdout = "";
+      while (servingLines(stdout) < poems) {
+        const { value, done } = await stdoutReader.read();
+        if (done) break;
+        stdout += value;
+      }
+      console.log(
+        `signals sent: ${sent}, from ${(stormStart - waitStart).toFixed(0)} ms after spawn; ` +
+          `Serving lines: ${servingLines(stdout)}`,
+      );
+      // The message is built only on failure: `await status` waits for the exit.
+      if (exited) assert.fail(`exited during start-up: ${JSON.stringify(await status)}\n${stderr}`);
+      assert.equal(servingLines(stdout), poems);
+      const first = stdout.split("\n").find((line) => line.includes("p0000.txt"))!;
+      const port = Number(/:(\d+)\.$/.exec(first)![1]);
+      assert.equal(
+        new TextDecoder().decode(await fetchBytes({ hostname: "127.0.0.1", port })),
+        "poem 0\n",
+      );
+      // Signals that arrived before the handlers were in are honoured once, after.
+      if (!sawStderr) {
+        const deadline = performance.now() + 5000;
+        while (!/while starting/.test(stderr) && performance.now() < deadline) await delay(20);
+        assert.match(stderr, /Got SIGHUP while starting/);
+        assert.match(stderr, /Got SIGUSR1 while starting/);
+      }
+      process.kill("SIGTERM");
+      assert.equal((await status).code, 0, stderr);
+    } finally {
+      clearTimeout(killer);
+      if (!exited) process.kill("SIGKILL");
+      await status;
+      await stdoutReader.cancel();
+      await stderrDone;
+      await dir.cleanup();
+    }
+  },
+);
 
 serviceTest("two SIGINTs 10 ms apart (Ctrl-C under deno task) drain, and exit 0", async () => {
   const dir = await makePoems({ "slow.txt": "z".repeat(25) });
