@@ -340,8 +340,15 @@ export interface BufferedSinkOptions {
    * @default {1048576}
    */
   maxChars?: number;
-  /** Text waiting that starts a write at once rather than on a zero timer. @default {16384} */
+  /** Text waiting that starts a write at once rather than on the timer. @default {16384} */
   batchChars?: number;
+  /**
+   * How long a record may wait for others to join its write. Each write to
+   * stderr is an op that Deno runs on a blocking thread; at thousands of
+   * connections a second, a write per event-loop turn cost more than the
+   * records themselves. @default {10}
+   */
+  flushMs?: number;
 }
 
 /** A LogTape sink from {@linkcode getBufferedSink}. */
@@ -390,6 +397,7 @@ export function getBufferedSink(
   const writeSync = options.writeSync ?? ((bytes: Uint8Array) => Deno.stderr.writeSync(bytes));
   const maxChars = options.maxChars ?? 1024 * 1024;
   const batchChars = options.batchChars ?? 16 * 1024;
+  const flushMs = options.flushMs ?? 10;
   const encoder = new TextEncoder();
   let waiting: string[] = [];
   let waitingChars = 0;
@@ -455,7 +463,7 @@ export function getBufferedSink(
     queue(text);
     if (writing) return;
     if (waitingChars >= batchChars) writeNow();
-    else timer ??= setTimeout(writeNow, 0);
+    else timer ??= setTimeout(writeNow, flushMs);
   };
 
   const flushSync = () => {
