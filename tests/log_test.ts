@@ -212,7 +212,7 @@ Deno.test("flushSync writes what is buffered, unless a write is stuck", async ()
     synced.push(new TextDecoder().decode(bytes));
     return bytes.length;
   };
-  const sink = getBufferedSink(plain, { write: writer.write, writeSync });
+  const sink = getBufferedSink(plain, { write: writer.write, writeSync, flushMs: 0 });
   sink(line(1));
   assert.equal(sink.flushSync(), true);
   assert.deepEqual(synced, ["line 01\n"]);
@@ -255,4 +255,19 @@ Deno.test("LogTape hands the buffered sink each record uncopied (the pinned 2.4.
   } finally {
     resetSync();
   }
+});
+
+Deno.test("a sink lets records share a write for flushMs", async () => {
+  const writes: string[] = [];
+  const write = (bytes: Uint8Array) => {
+    writes.push(new TextDecoder().decode(bytes));
+    return Promise.resolve(bytes.length);
+  };
+  const sink = getBufferedSink(plain, { write, flushMs: 30 });
+  sink(line(1));
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  sink(line(2));
+  assert.deepEqual(writes, [], "nothing written before flushMs");
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  assert.deepEqual(writes, ["line 01\nline 02\n"]);
 });
