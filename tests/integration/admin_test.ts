@@ -140,6 +140,9 @@ Deno.test("admin: /healthz is ok while serving and 503 while draining; /status.j
     assert.deepEqual([during.status, during.body], [503, "draining\n"]);
     const { bytes } = await reading;
     assert.equal(bytes.length, 400);
+    // A stop signal a second after the first, before the drain is done,
+    // would mean "stop at once" (exit 1): wait for the summary first.
+    await server.waitForStderr(/Shut down:/);
     assert.equal((await server.stop()).code, 0);
   } finally {
     await server.stop();
