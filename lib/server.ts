@@ -261,24 +261,26 @@ export class PoetryServer {
       applyPaceAndFaults(state, own.pace ?? options.pace, own.faults ?? options.faults, wheels);
       return state;
     });
-    const sockets: (Deno.Listener | ResettableListener)[] = [];
+    let sockets: (Deno.Listener | ResettableListener)[] = [];
     try {
       for (const state of states) {
-        const socket = listenOrExplain(state.iface, state.port, state.poem.path);
-        // Only a listener that may reset accepts through node:net: bound by
-        // Deno first, for the same address and the same errors, then handed over.
+        sockets.push(listenOrExplain(state.iface, state.port, state.poem.path));
         state.resettable = state.options.faults?.resets ?? false;
-        if (!state.resettable) sockets.push(socket);
-        else {
-          const addr = socket.addr as Deno.NetAddr;
-          socket.close();
-          sockets.push(new ResettableListener(addr));
-        }
       }
     } catch (err) {
       for (const socket of sockets) socket.close();
       throw err;
     }
+    // Only a listener that may reset accepts through node:net: bound by Deno
+    // first, for the same address and the same errors, then handed over once
+    // every listener is bound, so that no other `--port 0` listener of this
+    // server is given the port in the moment it is free.
+    sockets = sockets.map((socket, i) => {
+      if (!states[i].resettable) return socket;
+      const addr = socket.addr as Deno.NetAddr;
+      socket.close();
+      return new ResettableListener(addr);
+    });
     const listeners = sockets.map((socket, i) =>
       new PoemListener(socket as Deno.Listener, states[i].poem, states[i].options)
     );
