@@ -320,7 +320,10 @@ export class PoemListener {
         if (closing.aborted) return;
         this.acceptErrors++;
         const error = err instanceof Error ? err.message : String(err);
-        if (!OUT_OF_RESOURCES.has((err as { code?: string }).code ?? "")) {
+        // An error with no errno (a socket closed under the loop) backs off
+        // too: skipping it at once could spin for ever.
+        const code = (err as { code?: string }).code;
+        if (code && !OUT_OF_RESOURCES.has(code)) {
           log.debug("A client on {address} was gone before it was accepted: {error}.", {
             address: formatAddress(this.addr),
             error,
@@ -382,6 +385,9 @@ export class PoemListener {
         this.#active.delete(sender);
         this.#options.gate?.release();
         this.#record(peer, faults ? faults.report(result, content) : result, sender);
+      }).catch((err) => {
+        // A failing observer must not leave the drain waiting on this promise.
+        log.error("Could not record a transfer: {error}", { error: String(err) });
       }),
     );
   }

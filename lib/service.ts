@@ -7,6 +7,7 @@
 
 import { dirname, isAbsolute, join, parse as parsePath, resolve as resolvePath } from "node:path";
 import { getLogger } from "@logtape/logtape";
+import { flushLogs } from "./log.ts";
 import type { Poem } from "./poem.ts";
 import type { PoetryServer, ShutdownSummary } from "./server.ts";
 import { logStats, ServerStats } from "./stats.ts";
@@ -116,7 +117,7 @@ export function runAsService(
 ): Promise<ShutdownSummary> {
   const windows = Deno.build.os === "windows";
   const stopSignals: Deno.Signal[] = windows ? ["SIGINT", "SIGBREAK"] : ["SIGINT", "SIGTERM"];
-  const { promise, resolve } = Promise.withResolvers<ShutdownSummary>();
+  const { promise, resolve, reject } = Promise.withResolvers<ShutdownSummary>();
   let firstStop: number | undefined;
   let drained = false;
   const onStop = (signal: Deno.Signal) => {
@@ -127,7 +128,7 @@ export function runAsService(
     if (firstStop === undefined) {
       firstStop = now;
       log.info("Got {signal}: draining; press Ctrl-C again to stop at once.", { signal });
-      server.shutdown().then(resolve);
+      server.shutdown().then(resolve, reject);
     } else if (now - firstStop < SAME_STOP_MS) {
       log.debug("Got {signal} {ms} ms after the first: the same Ctrl-C, still draining.", {
         signal,
@@ -135,7 +136,9 @@ export function runAsService(
       });
     } else {
       log.warning("Second signal: exiting without waiting for transfers.");
-      Deno.exit(1);
+      // The records queued so far (and this one) go out first, unless stderr
+      // is stuck: the wait is bounded, since this exit is meant to be now.
+      flushLogs(300).finally(() => Deno.exit(1));
     }
   };
   for (const signal of stopSignals) Deno.addSignalListener(signal, () => onStop(signal));
