@@ -322,6 +322,17 @@ export function rssKiB(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
 }
 
+/** A connected pair of sockets on loopback: the server's end and the client's. */
+export async function connectedPair(): Promise<{ server: Deno.Conn; client: Deno.Conn }> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const [server, client] = await Promise.all([
+    listener.accept(),
+    Deno.connect({ hostname: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port }),
+  ]);
+  listener.close();
+  return { server, client };
+}
+
 /** Resolves after `ms` milliseconds. */
 export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

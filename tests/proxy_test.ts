@@ -11,7 +11,7 @@ import {
   ProxyHeaderError,
   readProxyHeader,
 } from "../lib/proxy.ts";
-import { concat, seededBytes } from "./helpers.ts";
+import { concat, connectedPair, seededBytes } from "./helpers.ts";
 
 const text = (s: string) => new TextEncoder().encode(s);
 const SIGNATURE = [0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a];
@@ -309,18 +309,8 @@ Deno.test("proxy fuzz: mutated headers are refused, asked more of, or sound", ()
 
 // ---- the read, over real TCP ----
 
-async function pair(): Promise<{ server: Deno.Conn; client: Deno.Conn }> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const [server, client] = await Promise.all([
-    listener.accept(),
-    Deno.connect({ hostname: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port }),
-  ]);
-  listener.close();
-  return { server, client };
-}
-
 Deno.test("proxy read: a header in fragments is put together; bytes after it are left alone", async () => {
-  const { server, client } = await pair();
+  const { server, client } = await connectedPair();
   const header = v2(0x21, 0x11, IPV4_BLOCK);
   const reading = readProxyHeader(server, { timeoutMs: 2000 });
   for (let at = 0; at < header.length; at += 5) {
@@ -335,7 +325,7 @@ Deno.test("proxy read: a header in fragments is put together; bytes after it are
 
 Deno.test("proxy read: too slow, closed early, or garbage is a ProxyHeaderError", async () => {
   {
-    const { server, client } = await pair();
+    const { server, client } = await connectedPair();
     await client.write(text("PROXY TCP4 127.0.0.9"));
     const started = performance.now();
     await assert.rejects(readProxyHeader(server, { timeoutMs: 300 }), /within 0.3 s/);
@@ -345,14 +335,14 @@ Deno.test("proxy read: too slow, closed early, or garbage is a ProxyHeaderError"
     client.close();
   }
   {
-    const { server, client } = await pair();
+    const { server, client } = await connectedPair();
     await client.write(text("PROXY TCP4"));
     client.close();
     await assert.rejects(readProxyHeader(server, { timeoutMs: 2000 }), /closed/);
     server.close();
   }
   {
-    const { server, client } = await pair();
+    const { server, client } = await connectedPair();
     await client.write(text("GET / HTTP/1.0\r\n\r\n"));
     await assert.rejects(readProxyHeader(server, { timeoutMs: 2000 }), ProxyHeaderError);
     server.close();

@@ -1,18 +1,8 @@
 import assert from "node:assert/strict";
+import { connectedPair } from "./helpers.ts";
 import { memoryContent, type PoemContent } from "../lib/poem.ts";
 import { LINGER_MS, PoemSender } from "../lib/sender.ts";
 import { PaceWheel } from "../lib/pace.ts";
-
-/** A connected pair of sockets on loopback: the server's end and the client's. */
-async function connectedPair(): Promise<{ server: Deno.Conn; client: Deno.Conn }> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const [server, client] = await Promise.all([
-    listener.accept(),
-    Deno.connect({ hostname: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port }),
-  ]);
-  listener.close();
-  return { server, client };
-}
 
 /** A streamed poem whose disk never answers, like a hung mount. */
 const hungContent: PoemContent = {
