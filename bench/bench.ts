@@ -92,37 +92,20 @@ const servers: Server[] = [
       ...(pace ? [String(pace.numBytes), String(pace.delay)] : []),
     ],
   },
-  {
-    name: "bare Deno",
-    fastOnly: true,
-    command: (poem) => [
-      deno,
-      "run",
-      "--allow-net=127.0.0.1",
-      "--allow-read",
-      `${ROOT}bench/ref_server_deno.ts`,
-      poem,
-    ],
-  },
-  {
-    name: "bare Deno + linger",
-    fastOnly: true,
-    command: (poem) => [
-      deno,
-      "run",
-      "--allow-net=127.0.0.1",
-      "--allow-read",
-      `${ROOT}bench/ref_server_deno.ts`,
-      poem,
-      "linger",
-    ],
-  },
+  { name: "bare Deno", fastOnly: true, command: bareDeno() },
+  { name: "bare Deno + linger", fastOnly: true, command: bareDeno(["linger"]) },
   { name: "poetry", command: poetry(`${ROOT}main.ts`) },
   { name: "poetry (warning)", command: poetry(`${ROOT}main.ts`, ["--log-level", "warning"]) },
   ...(flags.compare
     ? [{ name: `poetry @${flags.compare}`, command: poetry(`${flags.compare}/main.ts`) }]
     : []),
 ];
+
+/** The bare-Deno floor (bench/ref_server_deno.ts), with `extra` arguments after the poem. */
+function bareDeno(extra: string[] = []): Server["command"] {
+  const script = `${ROOT}bench/ref_server_deno.ts`;
+  return (poem) => [deno, "run", "--allow-net=127.0.0.1", "--allow-read", script, poem, ...extra];
+}
 
 /** poetry with the options a user runs: default logging (info), to stderr. */
 function poetry(main: string, extra: string[] = []): Server["command"] {

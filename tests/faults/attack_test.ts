@@ -183,12 +183,10 @@ attackTest(
   },
 );
 
-// The README says: "Deno reports a reset that comes after the last byte as an
-// ordinary end of stream, so such a client is still logged `completed`." It
-// is not so: a client that read every byte and the end of the stream, then
-// reset (SO_LINGER 0, as many load generators and some HTTP stacks close), is
-// logged `client left`, fast and slow alike (6 of 6 tries). Either the record
-// or the README is wrong.
+// A client that read every byte and the end of the stream, then reset
+// (SO_LINGER 0, as many load generators and some HTTP stacks close), was
+// logged `client left` while an earlier README said `completed`; the README
+// now says what the server does: a reset it sees is `client left`.
 attackTest(
   "a client that reads the whole poem and EOF, then resets, is logged as the README says (client left)",
   async () => {
