@@ -16,6 +16,7 @@ import {
   parseCommandLine,
   PoetryError,
   PoetryMetrics,
+  randomSeed,
   reloadConfig,
   runAsService,
   serve,
@@ -23,6 +24,7 @@ import {
   setupLogging,
   USAGE,
   VERSION,
+  WorkerPool,
   writeInBackground,
   writePortsFile,
 } from "./lib/mod.ts";
@@ -53,30 +55,44 @@ async function main(args: string[]): Promise<number> {
   // With --config the file declares the listeners; see combineConfig for
   // how its settings and the command line's combine.
   const config = cli.config === undefined ? undefined : await loadConfig(cli.config);
-  const options = config ? combineConfig(config, cli.serve) : cli.serve;
-  const server = await serve([...cli.poems, ...samples], {
-    ...options,
-    observer: metrics ?? stats,
-  });
+  const poems = [...cli.poems, ...samples];
+  const many = cli.workers > 1;
+  const options = {
+    ...(config ? combineConfig(config, cli.serve) : cli.serve),
+    // One seed for all the workers: the one the log shows.
+    ...(many ? { reusePort: true, seed: cli.serve.seed ?? randomSeed() } : {}),
+  };
+  const server = await serve(poems, { ...options, observer: metrics ?? stats });
   let admin: AdminEndpoint | undefined;
+  let workers: WorkerPool | undefined;
   try {
+    if (many) {
+      workers = await WorkerPool.start(cli.workers - 1, server, {
+        poems,
+        options,
+        log: { level: cli.logLevel, format: cli.logFormat },
+        metrics: metrics !== undefined,
+        config: cli.config === undefined ? undefined : { path: cli.config, commandLine: cli.serve },
+      });
+    }
     if (cli.admin && metrics) {
       admin = AdminEndpoint.start(server, {
         ...cli.admin,
         metrics,
         pace: cli.serve.pace,
         iface: cli.serve.iface,
+        workers,
       });
     }
   } catch (err) {
-    await server.shutdown(0);
+    await server.shutdown(0, workers?.shutdown(0));
     throw err;
   }
   if (cli.portsFile !== undefined) {
     try {
       await writePortsFile(cli.portsFile, server.listeners);
     } catch (err) {
-      await server.shutdown(0);
+      await server.shutdown(0, workers?.shutdown(0));
       throw err;
     }
   }
@@ -90,6 +106,7 @@ async function main(args: string[]): Promise<number> {
     watch: cli.watch,
     stats,
     statsInterval: cli.statsInterval,
+    workers,
   });
   // A file name holding a newline must not print a second, forged line; and
   // a stdout nobody reads must not stop serving (console.log would block

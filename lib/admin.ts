@@ -13,12 +13,13 @@
 import { getLogger } from "@logtape/logtape";
 import { StartupError, UsageError } from "./errors.ts";
 import { formatAddress } from "./listener.ts";
-import { EXPOSITION_CONTENT_TYPE, type PoetryMetrics } from "./metrics.ts";
+import { addFamilies, exposition, EXPOSITION_CONTENT_TYPE, type PoetryMetrics } from "./metrics.ts";
 import type { Pace } from "./pace.ts";
 import type { PoetryServer } from "./server.ts";
-import type { StatsSnapshot } from "./stats.ts";
+import { addSnapshots, type StatsSnapshot } from "./stats.ts";
 import { STATUS_PAGE } from "./status_page.ts";
 import { VERSION } from "./version.ts";
+import type { WorkerPool } from "./workers.ts";
 
 const log = getLogger(["poetry", "admin"]);
 
@@ -49,6 +50,8 @@ export interface AdminOptions {
   pace?: Pace;
   /** The poems' `--iface`, for the hint when `--allow-net` does not cover the admin address. */
   iface?: string;
+  /** The other workers of `--workers`, whose metrics and transfers are added in. */
+  workers?: WorkerPool;
 }
 
 /**
@@ -104,6 +107,11 @@ export interface StatusReport {
     /** Transfers in flight not listed. */
     unlisted: number;
   }[];
+  /**
+   * With `--workers`, each worker's own totals, the main thread first: how
+   * evenly the kernel spreads the clients. Absent with one worker.
+   */
+  workers?: { completed: number; inFlight: number }[];
 }
 
 /**
@@ -215,7 +223,47 @@ export function statusReport(
   };
 }
 
-function respond(request: Request, server: PoetryServer, options: AdminOptions): Response {
+/**
+ * The main thread's status report with its workers' (`--workers`) added:
+ * totals added, each listener's transfers merged (the oldest first, at most
+ * 500 over all), and each worker's own totals in `workers`.
+ *
+ * @example
+ * ```ts
+ * import { addReports, statusReport } from "./admin.ts";
+ * import { PoetryMetrics } from "./metrics.ts";
+ * import { serve } from "./server.ts";
+ * const metrics = new PoetryMetrics();
+ * const server = await serve(["poems/"], { iface: "127.0.0.1", observer: metrics });
+ * const own = statusReport(server, metrics);
+ * console.log(addReports(own, [own]).workers?.length); // 2
+ * await server.shutdown();
+ * ```
+ */
+export function addReports(own: StatusReport, workers: StatusReport[]): StatusReport {
+  const all = [own, ...workers];
+  let room = MAX_LISTED;
+  return {
+    ...own,
+    totals: addSnapshots(own.totals, workers.map((w) => w.totals)),
+    listeners: own.listeners.map((listener, i) => {
+      const same = all.map((r) => r.listeners[i]).filter((l) => l !== undefined);
+      const active = same.reduce((n, l) => n + l.active, 0);
+      const transfers = same.flatMap((l) => l.transfers)
+        .sort((a, b) => b.seconds - a.seconds)
+        .slice(0, room);
+      room -= transfers.length;
+      return { ...listener, active, transfers, unlisted: active - transfers.length };
+    }),
+    workers: all.map((r) => ({ completed: r.totals.completed, inFlight: r.totals.inFlight })),
+  };
+}
+
+async function respond(
+  request: Request,
+  server: PoetryServer,
+  options: AdminOptions,
+): Promise<Response> {
   const { pathname } = new URL(request.url);
   if (request.method !== "GET" && request.method !== "HEAD") {
     return new Response("only GET\n", { status: 405, headers: { allow: "GET, HEAD" } });
@@ -223,7 +271,7 @@ function respond(request: Request, server: PoetryServer, options: AdminOptions):
   const noStore = { "cache-control": "no-store" };
   switch (pathname) {
     case "/metrics":
-      return new Response(options.metrics.exposition(server), {
+      return new Response(await metricsText(server, options), {
         headers: { "content-type": EXPOSITION_CONTENT_TYPE, ...noStore },
       });
     case "/healthz":
@@ -232,9 +280,7 @@ function respond(request: Request, server: PoetryServer, options: AdminOptions):
         ? new Response("draining\n", { status: 503, headers: noStore })
         : new Response("ok\n", { headers: noStore });
     case "/status.json":
-      return Response.json(statusReport(server, options.metrics, options.pace), {
-        headers: noStore,
-      });
+      return Response.json(await fullReport(server, options), { headers: noStore });
     case "/":
       return new Response(STATUS_PAGE, {
         headers: { "content-type": "text/html; charset=utf-8", ...noStore },
@@ -244,6 +290,18 @@ function respond(request: Request, server: PoetryServer, options: AdminOptions):
         status: 404,
       });
   }
+}
+
+async function metricsText(server: PoetryServer, options: AdminOptions): Promise<string> {
+  const own = options.metrics.families(server);
+  if (!options.workers) return exposition(own);
+  return exposition(addFamilies(own, await options.workers.families()));
+}
+
+async function fullReport(server: PoetryServer, options: AdminOptions): Promise<StatusReport> {
+  const own = statusReport(server, options.metrics, options.pace);
+  if (!options.workers) return own;
+  return addReports(own, await options.workers.reports());
 }
 
 function explainListenError(err: unknown, options: AdminOptions): Error {

@@ -37,6 +37,15 @@ export interface LogOptions {
   level?: LogLevelName;
   /** `text` for people, `json` for log collectors. @default {"text"} */
   format?: LogFormat;
+  /**
+   * Set in a worker (`--workers`): its records are formatted and batched as
+   * usual, then handed to `post` (which sends them to the main thread, where
+   * {@linkcode writeForwarded} queues them) instead of written to stderr, so
+   * that one thread alone writes whole lines. The records the main thread
+   * writes for everyone (listeners started, poems reloaded, the shutdown
+   * summary) are left out below `error`.
+   */
+  worker?: { post(bytes: Uint8Array): void };
 }
 
 let current: BufferedSink | undefined;
@@ -118,7 +127,18 @@ const templates = new Map<string, string[]>();
 export function setupLogging(options: LogOptions = {}): void {
   if (current) droppedBefore += current.dropped;
   else addEventListener("unload", () => current?.flushSync());
-  current = getBufferedSink(getLogFormatter(options.format ?? "text"));
+  const worker = options.worker;
+  current = getBufferedSink(
+    getLogFormatter(options.format ?? "text"),
+    worker
+      ? {
+        // Posting never waits: the main thread's buffer is the bounded one.
+        // The length is read first: post may transfer the bytes away.
+        write: (bytes) => Promise.resolve(postAll(worker, bytes)),
+        writeSync: (bytes) => postAll(worker, bytes),
+      }
+      : {},
+  );
   connectionTrace.on = options.level === "debug";
   resetSync();
   configureSync({
@@ -126,8 +146,38 @@ export function setupLogging(options: LogOptions = {}): void {
     loggers: [
       { category: ["poetry"], lowestLevel: options.level ?? "info" as LogLevel, sinks: ["stderr"] },
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
+      ...(worker
+        ? MAIN_THREAD_ONLY.map((category) => ({ category, lowestLevel: "error" as const }))
+        : []),
     ],
   });
+}
+
+function postAll(worker: { post(bytes: Uint8Array): void }, bytes: Uint8Array): number {
+  const length = bytes.length;
+  worker.post(bytes);
+  return length;
+}
+
+/** What the main thread logs for all workers: a worker says it only when it fails. */
+const MAIN_THREAD_ONLY = [["poetry", "server"], ["poetry", "config"], ["poetry", "poem"]];
+
+const decoder = new TextDecoder();
+
+/**
+ * Queues a worker's formatted records (whole lines, from its
+ * {@linkcode LogOptions.worker} `post`) for stderr, with the main thread's
+ * own: dropped, and counted, like them when stderr does not keep up.
+ *
+ * @example
+ * ```ts
+ * import { setupLogging, writeForwarded } from "./log.ts";
+ * setupLogging();
+ * writeForwarded(new TextEncoder().encode("a worker's record\n"));
+ * ```
+ */
+export function writeForwarded(bytes: Uint8Array): void {
+  current?.queueText(decoder.decode(bytes));
 }
 
 /**
@@ -358,6 +408,11 @@ export interface BufferedSink extends Drainable {
   /** Records dropped so far, for a full buffer or a failed write. */
   readonly dropped: number;
   /**
+   * Queues records already formatted (whole lines, e.g. from a worker),
+   * dropped whole, and counted line by line, when they do not fit.
+   */
+  queueText(text: string): void;
+  /**
    * Writes what is waiting, synchronously, for the moment of exit; does
    * nothing and returns `false` if a write is still under way, since stderr
    * may be stuck and waiting would hang the process.
@@ -453,17 +508,23 @@ export function getBufferedSink(
     waitingChars += text.length;
   };
 
-  const sink = (record: LogRecord) => {
-    const text = format(record);
+  const accept = (text: string, records: number) => {
     if (waitingChars + writingChars + text.length > maxChars) {
-      dropped++;
-      unreported++;
+      dropped += records;
+      unreported += records;
       return;
     }
     queue(text);
     if (writing) return;
     if (waitingChars >= batchChars) writeNow();
     else timer ??= setTimeout(writeNow, flushMs);
+  };
+
+  const sink = (record: LogRecord) => accept(format(record), 1);
+  const queueText = (text: string) => {
+    let lines = 0;
+    for (let at = text.indexOf("\n"); at !== -1; at = text.indexOf("\n", at + 1)) lines++;
+    accept(text, lines);
   };
 
   const flushSync = () => {
@@ -489,6 +550,7 @@ export function getBufferedSink(
 
   return Object.defineProperties(sink, {
     dropped: { get: () => dropped },
+    queueText: { value: queueText },
     flushSync: { value: flushSync },
     drain: { value: drainSink },
     // The sink formats each record the moment it gets it, so LogTape need

@@ -141,6 +141,64 @@ export type MetricFamily =
     series: { labels?: Labels; histogram: Histogram }[];
   };
 
+/** The families that count what each worker does; the rest are the process's. */
+const PER_WORKER = new Set([
+  "poetry_connections_total",
+  "poetry_connections_active",
+  "poetry_sent_bytes_total",
+  "poetry_connection_duration_seconds",
+  "poetry_accept_errors_total",
+]);
+
+/**
+ * The main thread's metric families with its workers' (`--workers`) added,
+ * series by series. Families that describe the process (memory, open
+ * files, start time, version, poem sizes, reloads, log records dropped) are
+ * the main thread's alone: they would count the same thing N times.
+ *
+ * @example
+ * ```ts
+ * import { addFamilies, type MetricFamily } from "./metrics.ts";
+ * const one: MetricFamily[] = [
+ *   { name: "poetry_connections_active", help: "In flight.", type: "gauge", samples: [{ value: 2 }] },
+ * ];
+ * addFamilies(one, [one]); // poetry_connections_active 4
+ * ```
+ */
+export function addFamilies(own: MetricFamily[], workers: MetricFamily[][]): MetricFamily[] {
+  const key = (labels?: Labels) => JSON.stringify(labels ?? {});
+  return own.map((family): MetricFamily => {
+    if (!PER_WORKER.has(family.name)) return family;
+    const theirs = workers.map((w) => w.find((f) => f.name === family.name));
+    if (family.type === "histogram") {
+      return {
+        ...family,
+        series: family.series.map(({ labels, histogram }) => {
+          const sum = new Histogram(histogram.bounds);
+          sum.add(histogram);
+          for (const other of theirs) {
+            if (other?.type !== "histogram") continue;
+            // Across postMessage a Histogram arrives as a plain object with its fields.
+            const same = other.series.find((s) => key(s.labels) === key(labels));
+            if (same) sum.add(same.histogram);
+          }
+          return { labels, histogram: sum };
+        }),
+      };
+    }
+    return {
+      ...family,
+      samples: family.samples.map(({ labels, value }) => {
+        for (const other of theirs) {
+          if (other === undefined || other.type === "histogram") continue;
+          value += other.samples.find((s) => key(s.labels) === key(labels))?.value ?? 0;
+        }
+        return { labels, value };
+      }),
+    };
+  });
+}
+
 /**
  * Writes metric families in the Prometheus text exposition format 0.0.4.
  *

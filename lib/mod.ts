@@ -13,6 +13,7 @@
 
 export { AccessList, type Cidr, parseCidr } from "./access.ts";
 export {
+  addReports,
   AdminEndpoint,
   type AdminOptions,
   type StatusReport,
@@ -38,6 +39,7 @@ export {
   type LogOptions,
   logPacedWrite,
   setupLogging,
+  writeForwarded,
   writeInBackground,
 } from "./log.ts";
 export {
@@ -75,7 +77,9 @@ export {
   type SendResult,
 } from "./sender.ts";
 export {
+  addSummaries,
   type ListenerSettings,
+  type OtherDrains,
   PoetryServer,
   serve,
   type ServeOptions,
@@ -105,9 +109,18 @@ export {
 export { type ListenerAddress, writePortsFile } from "./ports_file.ts";
 export { ResettableConn, ResettableListener } from "./reset_listener.ts";
 export { runAsService, type ServiceOptions } from "./service.ts";
-export { logStats, ServerStats, type StatsSnapshot } from "./stats.ts";
+export { addSnapshots, logStats, ServerStats, type StatsSnapshot } from "./stats.ts";
+export { SharedGate } from "./shared_gate.ts";
+export {
+  type FromWorker,
+  type ToWorker,
+  type WorkerInit,
+  WorkerPool,
+  type WorkerRequest,
+} from "./workers.ts";
 export { STATUS_PAGE } from "./status_page.ts";
 export {
+  addFamilies,
   DURATION_BUCKETS,
   exposition,
   EXPOSITION_CONTENT_TYPE,

@@ -64,6 +64,12 @@ export interface CommandLine {
   config?: string;
   /** Where to write the listeners' addresses as JSON once all listen. */
   portsFile?: string;
+  /**
+   * Threads that accept and serve, each on every listener's address
+   * (`SO_REUSEPORT`, Linux); `--workers auto` is the number of cores.
+   * @default {1}
+   */
+  workers: number;
   /** `--help` was given: print usage and exit. */
   help: boolean;
   /** `--version` was given: print the version and exit. */
@@ -112,6 +118,8 @@ Options:
                         (default: 0; SIGUSR1 writes one at any time)
   --log-level LEVEL     debug, info, warning or error (default: info)
   --log-format FORMAT   text or json, one record per line (default: text)
+  --workers N           serve with N threads, each accepting on every port
+                        (Linux; auto: one per core; default: 1)
 
 Testing clients (faults on purpose; see the README, "Testing your client"):
   --fault SPEC          misbehave on purpose (repeatable); SPEC is
@@ -172,6 +180,7 @@ const config = {
     "ports-file": { type: "string" },
     "log-level": { type: "string" },
     "log-format": { type: "string" },
+    workers: { type: "string" },
     help: { type: "boolean", short: "h" },
     version: { type: "boolean", short: "V" },
   },
@@ -206,6 +215,7 @@ export function parseCommandLine(args: string[]): CommandLine {
     watch: values.watch ?? false,
     samples: values.samples ?? false,
     statsInterval: 0,
+    workers: 1,
     help: values.help ?? false,
     version: values.version ?? false,
   };
@@ -247,7 +257,28 @@ export function parseCommandLine(args: string[]): CommandLine {
   if (values.seed !== undefined) serve.seed = integer("--seed", values.seed, 0, 2 ** 32 - 1);
   if (values.admin !== undefined) cli.admin = hostAndPort("--admin", values.admin);
   cli.statsInterval = seconds("--stats-interval", values["stats-interval"]) ?? 0;
+  cli.workers = workers(values.workers);
   return cli;
+}
+
+/** Most `--workers`: each is a V8 isolate of some 10 MiB, and 2 cores are common. */
+const MAX_WORKERS = 256;
+
+function workers(text: string | undefined): number {
+  if (text === undefined) return 1;
+  const count = text === "auto"
+    ? navigator.hardwareConcurrency
+    : integer("--workers", text, 1, MAX_WORKERS, "or auto")!;
+  // Elsewhere SO_REUSEPORT either does not exist or does not spread
+  // connections over the sockets that share a port (macOS hands them all to
+  // the last one bound), so several workers would not share the load.
+  if (count > 1 && Deno.build.os !== "linux") {
+    throw new UsageError(
+      `--workers ${text} needs Linux (SO_REUSEPORT), not ${Deno.build.os}`,
+      "run one process per core behind a load balancer instead; see the README, Scaling out",
+    );
+  }
+  return Math.min(count, MAX_WORKERS);
 }
 
 function path(name: string, text: string | undefined): string | undefined {
@@ -297,12 +328,15 @@ function integer(
   text: string | undefined,
   min: number,
   max: number,
+  alternative = "",
 ): number | undefined {
   if (text === undefined) return undefined;
   const value = /^\d+$/.test(text) ? Number(text) : NaN;
   if (!(value >= min && value <= max)) {
     throw new UsageError(
-      `${name} must be a whole number from ${min} to ${max}, got '${text}'`,
+      `${name} must be a whole number from ${min} to ${max}${
+        alternative && ` ${alternative}`
+      }, got '${text}'`,
       HELP_HINT,
     );
   }

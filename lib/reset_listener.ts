@@ -34,14 +34,17 @@ export class ResettableListener {
   #waiting?: PromiseWithResolvers<ResettableConn>;
   #closed = false;
 
-  /** Starts listening on `addr` (port 0 picks one); wait for {@linkcode ResettableListener.ready}. */
-  constructor(addr: Deno.NetAddr) {
+  /**
+   * Starts listening on `addr` (port 0 picks one), with `SO_REUSEPORT` when
+   * `reusePort` (workers); wait for {@linkcode ResettableListener.ready}.
+   */
+  constructor(addr: Deno.NetAddr, reusePort = false) {
     this.addr = addr;
-    this.ready = this.#listen(addr);
+    this.ready = this.#listen(addr, reusePort);
     this.ready.catch(() => {});
   }
 
-  async #listen(addr: Deno.NetAddr): Promise<void> {
+  async #listen(addr: Deno.NetAddr, reusePort: boolean): Promise<void> {
     // Imported here, where it is needed, not by every start-up's module graph.
     const { createServer } = await import("node:net");
     // allowHalfOpen: a client's FIN must not end our side (a half-close
@@ -58,7 +61,8 @@ export class ResettableListener {
     if (this.#closed) return;
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
-      server.listen({ host: addr.hostname, port: addr.port }, () => {
+      // reusePort is Node 22's option, which Deno's node:net has.
+      server.listen({ host: addr.hostname, port: addr.port, reusePort }, () => {
         server.off("error", reject);
         const bound = server.address() as net.AddressInfo;
         this.addr = { transport: "tcp", hostname: bound.address, port: bound.port };

@@ -22,6 +22,7 @@ import { type Pace, PaceWheel } from "./pace.ts";
 import { loadPoems, Poem } from "./poem.ts";
 import { type Fault, ListenerFaults, parseFault, randomSeed } from "./faults.ts";
 import { ResettableListener } from "./reset_listener.ts";
+import { SharedGate } from "./shared_gate.ts";
 
 const log = getLogger(["poetry", "server"]);
 
@@ -72,6 +73,25 @@ export interface ServeOptions {
    * from these options. Served after the poems given to {@linkcode serve}.
    */
   listeners?: ListenerSettings[];
+  /**
+   * Listen with `SO_REUSEPORT`, so that other sockets (other workers) can
+   * accept on the same addresses and the kernel spreads clients over them.
+   * Needs the `net` unstable feature. @default {false}
+   */
+  reusePort?: boolean;
+  /**
+   * Each listener's port, in order, instead of `port` and the listeners'
+   * own: a worker joins addresses another thread has bound (with `--port 0`,
+   * only then known).
+   */
+  ports?: number[];
+  /**
+   * The connection caps' counters to share, from another server's
+   * {@linkcode PoetryServer.caps}: a worker joining it keeps each cap
+   * together with it. With `reusePort` and none given, the server makes
+   * them shareable.
+   */
+  caps?: SharedArrayBuffer;
 }
 
 /**
@@ -183,6 +203,12 @@ export class PoetryServer {
    * through `node:net`, which only says so later. {@linkcode serve} waits.
    */
   readonly ready: Promise<void>;
+  /**
+   * The connection caps' shared counters, when the server listens with
+   * `reusePort`: give them to the workers that join it
+   * ({@linkcode ServeOptions.caps}).
+   */
+  readonly caps?: SharedArrayBuffer;
   #shutdown?: Promise<ShutdownSummary>;
   /** Poem re-reads so far, by result (each re-read once, however many signals shared it). */
   readonly reloads: Record<"changed" | "unchanged" | "failed", number> = {
@@ -202,7 +228,9 @@ export class PoetryServer {
     drainTimeout: number,
     settings: ListenerState[],
     ready: Promise<void>,
+    caps: SharedArrayBuffer | undefined,
   ) {
+    this.caps = caps;
     this.listeners = listeners;
     this.#wheels = wheels;
     this.#drainTimeout = drainTimeout;
@@ -225,7 +253,21 @@ export class PoetryServer {
       );
     }
     const wheels = new Map<number, PaceWheel>();
-    const gate = options.maxConnections ? new ConnectionGate(options.maxConnections) : undefined;
+    const count = poems.length + (options.listeners?.length ?? 0);
+    if (options.ports && options.ports.length !== count) {
+      throw new StartupError(
+        `${count} listeners to start on ${options.ports.length} ports: the poems changed meanwhile`,
+        "start again",
+      );
+    }
+    // Counter 0 is the server's cap, 1 + i listener i's own.
+    const caps = options.caps ??
+      (options.reusePort
+        ? new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT * (1 + count))
+        : undefined);
+    const gateFor = (max: number, index: number) =>
+      caps ? new SharedGate(max, caps, index) : new ConnectionGate(max);
+    const gate = options.maxConnections ? gateFor(options.maxConnections, 0) : undefined;
     const seed = options.seed ?? randomSeed();
     const sharedAccess = options.allow || options.deny ? new AccessList(options) : undefined;
     const states: ListenerState[] = [
@@ -245,7 +287,7 @@ export class PoetryServer {
       const state: ListenerState = {
         poem: own.poem,
         iface: own.iface ?? iface,
-        port: own.port ?? 0,
+        port: options.ports?.[index] ?? own.port ?? 0,
         seed: (seed + Math.imul(index, 0x9e3779b9)) >>> 0,
         runSeed: seed,
         options: {
@@ -255,7 +297,9 @@ export class PoetryServer {
           access: own.allow || own.deny
             ? new AccessList({ allow: own.allow, deny: own.deny })
             : sharedAccess,
-          gate: cap ? (gate ? new NestedGate(cap, gate) : new ConnectionGate(cap)) : gate,
+          gate: cap
+            ? (gate ? new NestedGate(gateFor(cap, 1 + index), gate) : gateFor(cap, 1 + index))
+            : gate,
         },
       };
       applyPaceAndFaults(state, own.pace ?? options.pace, own.faults ?? options.faults, wheels);
@@ -264,7 +308,9 @@ export class PoetryServer {
     let sockets: (Deno.Listener | ResettableListener)[] = [];
     try {
       for (const state of states) {
-        sockets.push(listenOrExplain(state.iface, state.port, state.poem.path));
+        sockets.push(
+          listenOrExplain(state.iface, state.port, state.poem.path, options.reusePort ?? false),
+        );
         state.resettable = state.options.faults?.resets ?? false;
       }
     } catch (err) {
@@ -279,7 +325,7 @@ export class PoetryServer {
       if (!states[i].resettable) return socket;
       const addr = socket.addr as Deno.NetAddr;
       socket.close();
-      return new ResettableListener(addr);
+      return new ResettableListener(addr, options.reusePort ?? false);
     });
     const listeners = sockets.map((socket, i) =>
       new PoemListener(socket as Deno.Listener, states[i].poem, states[i].options)
@@ -303,7 +349,7 @@ export class PoetryServer {
       });
     })).then(() => {});
     ready.catch(() => {});
-    return new PoetryServer(listeners, wheels, options.drainTimeout ?? 10, states, ready);
+    return new PoetryServer(listeners, wheels, options.drainTimeout ?? 10, states, ready, caps);
   }
 
   /**
@@ -428,18 +474,29 @@ export class PoetryServer {
     }
   }
 
+  /** Seconds {@linkcode PoetryServer.shutdown} lets transfers finish unless told otherwise. */
+  get drainTimeout(): number {
+    return this.#drainTimeout;
+  }
+
   /**
    * Stops accepting at once, lets transfers in flight finish for up to
    * `drainTimeout` seconds, then closes what remains. Safe to call twice.
+   * `others` are servers draining alongside (workers): their transfers are
+   * counted in the log records and added to the summary.
    */
-  shutdown(drainTimeout: number = this.#drainTimeout): Promise<ShutdownSummary> {
-    this.#shutdown ??= this.#drain(drainTimeout);
+  shutdown(
+    drainTimeout: number = this.#drainTimeout,
+    others?: OtherDrains,
+  ): Promise<ShutdownSummary> {
+    this.#shutdown ??= this.#drain(drainTimeout, others);
     return this.#shutdown;
   }
 
-  async #drain(drainTimeout: number): Promise<ShutdownSummary> {
-    const inFlight = this.listeners.reduce((n, l) => n + l.activeCount, 0);
+  async #drain(drainTimeout: number, others?: OtherDrains): Promise<ShutdownSummary> {
+    let inFlight = this.listeners.reduce((n, l) => n + l.activeCount, 0);
     for (const listener of this.listeners) listener.close();
+    if (others) inFlight += await others.inFlight;
     log.info("Stopped accepting; draining {inFlight} transfers for up to {seconds} s.", {
       inFlight,
       seconds: drainTimeout,
@@ -447,20 +504,20 @@ export class PoetryServer {
     const cut = await Promise.all(this.listeners.map((l) => l.drain(drainTimeout)));
     await Promise.all(this.#serving);
     for (const wheel of this.#wheels.values()) wheel.clear();
-    const summary: ShutdownSummary = {
+    const own: ShutdownSummary = {
       ...emptyCounts(),
       acceptErrors: 0,
       badProxyHeaders: 0,
-      timedOut: false,
+      timedOut: cut.some((n) => n > 0),
     };
     for (const listener of this.listeners) {
       for (const [key, n] of Object.entries(listener.counts)) {
-        summary[key as keyof TransferCounts] += n;
+        own[key as keyof TransferCounts] += n;
       }
-      summary.acceptErrors += listener.acceptErrors;
-      summary.badProxyHeaders += listener.badProxyHeaders;
+      own.acceptErrors += listener.acceptErrors;
+      own.badProxyHeaders += listener.badProxyHeaders;
     }
-    summary.timedOut = cut.some((n) => n > 0);
+    const summary = addSummaries([own, ...(others ? await others.done : [])]);
     // The same words as the per-connection records.
     const totals = [...OUTCOMES, "denied"].map((key) =>
       `${summary[key as keyof TransferCounts]} ${key}`
@@ -471,6 +528,53 @@ export class PoetryServer {
     log.info("Shut down: {totals}.", { totals: totals.join(", "), ...summary });
     return summary;
   }
+}
+
+/**
+ * Servers that drain alongside one (its workers), as
+ * {@linkcode PoetryServer.shutdown} takes them.
+ *
+ * @example
+ * ```ts
+ * import type { OtherDrains } from "./server.ts";
+ * const none: OtherDrains = { inFlight: Promise.resolve(0), done: Promise.resolve([]) };
+ * ```
+ */
+export interface OtherDrains {
+  /** Their transfers in flight once they stopped accepting. */
+  inFlight: Promise<number>;
+  /** Their summaries, once drained. */
+  done: Promise<ShutdownSummary[]>;
+}
+
+/**
+ * The summaries of several servers (workers) as one: counts added, timed
+ * out if any did.
+ *
+ * @example
+ * ```ts
+ * import { addSummaries, type ShutdownSummary } from "./server.ts";
+ * const one: ShutdownSummary = {
+ *   completed: 2, "client left": 0, "timed out": 0, "cut short": 0, error: 0, denied: 0,
+ *   acceptErrors: 0, badProxyHeaders: 0, timedOut: false,
+ * };
+ * addSummaries([one, one]).completed; // 4
+ * ```
+ */
+export function addSummaries(summaries: ShutdownSummary[]): ShutdownSummary {
+  const total: ShutdownSummary = {
+    ...emptyCounts(),
+    acceptErrors: 0,
+    badProxyHeaders: 0,
+    timedOut: false,
+  };
+  for (const summary of summaries) {
+    for (const key of [...OUTCOMES, "denied"] as const) total[key] += summary[key];
+    total.acceptErrors += summary.acceptErrors;
+    total.badProxyHeaders += summary.badProxyHeaders;
+    total.timedOut ||= summary.timedOut;
+  }
+  return total;
 }
 
 /** A listener's settings as started, and the options object it reads. */
@@ -527,29 +631,39 @@ function logFaults(listener: PoemListener, state: ListenerState, verb = "Faults"
   }
 }
 
-/** A listener's own cap inside the shared one: its own slot first, then a shared one. */
+/** A listener's own cap inside the server's: a slot of its own first, then a shared one. */
 class NestedGate extends ConnectionGate {
+  readonly #inner: ConnectionGate;
   readonly #outer: ConnectionGate;
-  constructor(max: number, outer: ConnectionGate) {
-    super(max);
+  constructor(inner: ConnectionGate, outer: ConnectionGate) {
+    super(inner.max);
+    this.#inner = inner;
     this.#outer = outer;
   }
+  override get open(): number {
+    return this.#inner.open;
+  }
   override async reserve(signal?: AbortSignal): Promise<boolean> {
-    if (!(await super.reserve(signal))) return false;
+    if (!(await this.#inner.reserve(signal))) return false;
     if (await this.#outer.reserve(signal)) return true;
-    super.release();
+    this.#inner.release();
     return false;
   }
   override release(): void {
     this.#outer.release();
-    super.release();
+    this.#inner.release();
   }
 }
 
-function listenOrExplain(hostname: string, port: number, poem: string): Deno.Listener {
+function listenOrExplain(
+  hostname: string,
+  port: number,
+  poem: string,
+  reusePort: boolean,
+): Deno.Listener {
   const where = `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
   try {
-    return Deno.listen({ hostname, port, transport: "tcp" });
+    return Deno.listen({ hostname, port, transport: "tcp", reusePort });
   } catch (err) {
     if (err instanceof Deno.errors.AddrInUse) {
       throw new StartupError(

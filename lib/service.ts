@@ -11,6 +11,7 @@ import { flushLogs } from "./log.ts";
 import type { Poem } from "./poem.ts";
 import type { PoetryServer, ShutdownSummary } from "./server.ts";
 import { logStats, ServerStats } from "./stats.ts";
+import type { WorkerPool } from "./workers.ts";
 
 const log = getLogger(["poetry", "service"]);
 
@@ -42,6 +43,12 @@ export interface ServiceOptions {
    */
   // Spelt out, not HeldSignals: lib/mod.ts does not export that type yet.
   held?: { release(): Deno.Signal[] };
+  /**
+   * The other workers of `--workers`: the signals reach them too (they drain,
+   * reload and count with the main thread), and the summary and stats
+   * records add them up.
+   */
+  workers?: WorkerPool;
 }
 
 /**
@@ -128,7 +135,8 @@ export function runAsService(
     if (firstStop === undefined) {
       firstStop = now;
       log.info("Got {signal}: draining; press Ctrl-C again to stop at once.", { signal });
-      server.shutdown().then(resolve, reject);
+      const workers = options.workers?.shutdown(server.drainTimeout);
+      server.shutdown(server.drainTimeout, workers).then(resolve, reject);
     } else if (now - firstStop < SAME_STOP_MS) {
       log.debug("Got {signal} {ms} ms after the first: the same Ctrl-C, still draining.", {
         signal,
@@ -143,7 +151,9 @@ export function runAsService(
   };
   for (const signal of stopSignals) Deno.addSignalListener(signal, () => onStop(signal));
   const reload = () => {
-    if (firstStop === undefined && !drained) (options.reload ?? (() => server.reload()))();
+    if (firstStop !== undefined || drained) return;
+    (options.reload ?? (() => server.reload()))();
+    options.workers?.reload();
   };
   if (!windows) Deno.addSignalListener("SIGHUP", reload);
   // SIGUSR1's default action ends the process: endlessh's users expect it
@@ -152,15 +162,17 @@ export function runAsService(
   // turn off (denoland/deno#35738), so SIGUSR2 writes the same record
   // without that; the README says to prefer it.
   const stats = options.stats ?? new ServerStats();
-  const writeStats = () => {
-    if (!drained) logStats(server, stats);
+  const writeStats = async () => {
+    if (drained) return;
+    const workers = await options.workers?.snapshots();
+    if (!drained) logStats(server, stats, workers);
   };
   const statsSignals: Deno.Signal[] = windows ? [] : ["SIGUSR1", "SIGUSR2"];
   for (const signal of statsSignals) Deno.addSignalListener(signal, writeStats);
   const interval = options.statsInterval
     ? setInterval(writeStats, options.statsInterval * 1000)
     : undefined;
-  if (options.watch) watchPoems(server, promise);
+  if (options.watch) watchPoems(server, promise, options.workers);
   // Released only now that the handlers above are in: a signal with no
   // listener at all would take its default, fatal action.
   for (const signal of options.held?.release() ?? []) {
@@ -191,8 +203,12 @@ export function runAsService(
 // the poem's path goes through that, replaced, changes what the path names.
 // The watch starts synchronously, before the Serving lines: a change made as
 // soon as they are read must be seen.
-function watchPoems(server: PoetryServer, stopped: Promise<unknown>): void {
-  const watch = new PoemWatch(server);
+function watchPoems(
+  server: PoetryServer,
+  stopped: Promise<unknown>,
+  workers: WorkerPool | undefined,
+): void {
+  const watch = new PoemWatch(server, workers);
   if (!watch.start()) return;
   stopped.finally(() => watch.close());
 }
@@ -277,9 +293,11 @@ class PoemWatch {
   // re-reads the others.
   readonly #timers = new Map<Poem, ReturnType<typeof setTimeout>>();
   #closed = false;
+  readonly #workers?: WorkerPool;
 
-  constructor(server: PoetryServer) {
+  constructor(server: PoetryServer, workers?: WorkerPool) {
     this.#server = server;
+    this.#workers = workers;
   }
 
   /** Starts watching; false when nothing can be watched (logged). */
@@ -379,6 +397,7 @@ class PoemWatch {
           this.#rewatch();
         }
         this.#server.reloadPoem(poem);
+        this.#workers?.reloadPoem(this.#server.listeners.findIndex((l) => l.poem === poem));
       }, WATCH_SETTLE_MS),
     );
   }

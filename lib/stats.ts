@@ -122,8 +122,35 @@ export class ServerStats implements TransferObserver {
 }
 
 /**
+ * The main thread's totals with its workers' (`--workers`) added. Dropped
+ * log records and uptime are the main thread's: it writes every worker's
+ * records and started first.
+ *
+ * @example
+ * ```ts
+ * import { addSnapshots, ServerStats } from "./stats.ts";
+ * import { serve } from "./server.ts";
+ * const stats = new ServerStats();
+ * const server = await serve(["poems/"], { iface: "127.0.0.1", observer: stats });
+ * const own = stats.snapshot(server);
+ * console.log(addSnapshots(own, [own]).inFlight); // 0
+ * await server.shutdown();
+ * ```
+ */
+export function addSnapshots(own: StatsSnapshot, workers: StatsSnapshot[]): StatsSnapshot {
+  const total = { ...own };
+  for (const worker of workers) {
+    for (const key of ADDED) total[key] += worker[key];
+  }
+  return total;
+}
+
+const ADDED = [...OUTCOMES, "denied", "sentBytes", "inFlight", "acceptErrors"] as const;
+
+/**
  * Writes one stats record to the log: totals since start, in the words of
- * the per-connection records. SIGUSR1 and `--stats-interval` call it.
+ * the per-connection records, with `workers`' totals added (see
+ * {@linkcode addSnapshots}). SIGUSR1 and `--stats-interval` call it.
  *
  * @example
  * ```ts
@@ -135,8 +162,12 @@ export class ServerStats implements TransferObserver {
  * await server.shutdown();
  * ```
  */
-export function logStats(server: PoetryServer, stats: ServerStats): void {
-  const snapshot = stats.snapshot(server);
+export function logStats(
+  server: PoetryServer,
+  stats: ServerStats,
+  workers: StatsSnapshot[] = [],
+): void {
+  const snapshot = addSnapshots(stats.snapshot(server), workers);
   const outcomes = [...OUTCOMES, "denied"] as const;
   log.info(
     "Stats: {outcomes}; {sentBytes} bytes sent; {inFlight} in flight; " +

@@ -1,0 +1,96 @@
+/**
+ * A connection cap that several workers keep together: its count lives in
+ * shared memory, so `--max-connections 100 --workers 4` means 100 over all
+ * four threads, not 100 each (the open-file limit they share is the
+ * process's).
+ *
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { ConnectionGate } from "./listener.ts";
+
+const log = getLogger(["poetry", "listener"]);
+
+/**
+ * How long one wait for a slot lasts before the count is looked at again.
+ * A release notifies every waiter, so this only bounds a wake-up lost to a
+ * race.
+ */
+const RECHECK_MS = 1000;
+
+/**
+ * A {@linkcode ConnectionGate} whose count is the `index`th 32-bit counter
+ * of `counters` (a `SharedArrayBuffer`), shared by every gate made on it in
+ * any worker. Waiting is `Atomics.waitAsync`: no thread blocks. Unlike the
+ * local gate, it does not hand a freed slot to the longest waiter: the
+ * waiters of all workers race for it.
+ *
+ * @example
+ * ```ts
+ * import { SharedGate } from "./shared_gate.ts";
+ * const counters = new SharedArrayBuffer(4);
+ * const gate = new SharedGate(10, counters, 0);
+ * if (await gate.reserve()) gate.release();
+ * ```
+ */
+export class SharedGate extends ConnectionGate {
+  readonly #count: Int32Array;
+  readonly #index: number;
+
+  /** A gate for at most `max` transfers, counted in `counters` at `index`. */
+  constructor(max: number, counters: SharedArrayBuffer, index: number) {
+    super(max);
+    this.#count = new Int32Array(counters);
+    this.#index = index;
+  }
+
+  /** Slots in use, over all workers. */
+  override get open(): number {
+    return Atomics.load(this.#count, this.#index);
+  }
+
+  /**
+   * Waits for a free slot and takes it.
+   * @returns `false`, without a slot, when `signal` aborts first.
+   */
+  override async reserve(signal?: AbortSignal): Promise<boolean> {
+    const count = this.#count;
+    const i = this.#index;
+    let gaveUp: Promise<void> | undefined;
+    while (!signal?.aborted) {
+      const open = Atomics.load(count, i);
+      if (open < this.max) {
+        if (Atomics.compareExchange(count, i, open, open + 1) !== open) continue;
+        if (open + 1 === this.max) {
+          log.info("At the cap of {max} transfers; the next client waits for one to end.", {
+            max: this.max,
+          });
+        }
+        return true;
+      }
+      const wait = Atomics.waitAsync(count, i, open);
+      if (!wait.async) continue;
+      if (signal) gaveUp ??= aborted(signal);
+      // A Deno timer beside the wait: a pending waitAsync alone does not
+      // keep Deno's event loop alive, and its wake-up runs only on a turn.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const recheck = new Promise<void>((resolve) => timer = setTimeout(resolve, RECHECK_MS));
+      await Promise.race([wait.value, recheck, ...(gaveUp ? [gaveUp] : [])]);
+      clearTimeout(timer);
+    }
+    return false;
+  }
+
+  /** Gives a slot back and wakes the waiters of every worker. */
+  override release(): void {
+    Atomics.sub(this.#count, this.#index, 1);
+    Atomics.notify(this.#count, this.#index);
+  }
+}
+
+function aborted(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) =>
+    signal.addEventListener("abort", () => resolve(), { once: true })
+  );
+}

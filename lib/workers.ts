@@ -1,0 +1,269 @@
+/**
+ * `--workers N`: N - 1 Web Workers beside the main thread, each a poetry
+ * server of its own on the same addresses. The main thread binds first
+ * (with `SO_REUSEPORT`), then each worker binds the same ports, and the
+ * kernel spreads new connections over all of them. They share nothing but
+ * the poems' files and the connection caps' counters; the main thread
+ * forwards signals to them (drain, reload, stats), adds up what they report
+ * (shutdown summary, stats, metrics, status page) and writes their log
+ * records, so that each line on stderr is one whole record.
+ *
+ * Web Workers, not processes: they inherit the process's permissions (a
+ * process would need `--allow-run` and its own copy of the command line's
+ * Deno flags), and a signal reaches the one process. The open-file limit is
+ * the process's, shared by all workers.
+ *
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import type { StatusReport } from "./admin.ts";
+import { PoetryError } from "./errors.ts";
+import { type LogOptions, writeForwarded } from "./log.ts";
+import type { MetricFamily } from "./metrics.ts";
+import type { OtherDrains, PoetryServer, ServeOptions, ShutdownSummary } from "./server.ts";
+import type { StatsSnapshot } from "./stats.ts";
+
+const log = getLogger(["poetry", "workers"]);
+
+/**
+ * What a worker is started with; everything here crosses `postMessage`.
+ *
+ * @example
+ * ```ts
+ * import type { WorkerInit } from "./workers.ts";
+ * const init: WorkerInit = { poems: ["poems/"], options: {}, ports: [10000], log: {}, metrics: false };
+ * ```
+ */
+export interface WorkerInit {
+  /** The POEM arguments, as the main thread's {@linkcode serve} had them. */
+  poems: string[];
+  /** The main thread's options, without its observer. */
+  options: ServeOptions;
+  /** Each listener's port, as the main thread bound it. */
+  ports: number[];
+  /** The connection caps' counters ({@linkcode PoetryServer.caps}). */
+  caps?: SharedArrayBuffer;
+  /** Level and format of the log. */
+  log: Omit<LogOptions, "worker">;
+  /** Whether to keep the admin endpoint's metrics. */
+  metrics: boolean;
+  /** `--config`: SIGHUP re-reads the file, combined with the command line's options. */
+  config?: { path: string; commandLine: ServeOptions };
+}
+
+/**
+ * What the main thread asks a worker: to stop accepting (`stop`, with the
+ * drain timeout; answers its transfers in flight), its shutdown summary
+ * once drained, to re-read its poems (`reload`, or one listener's,
+ * `reloadPoem`), its totals, metrics or status report.
+ *
+ * @example
+ * ```ts
+ * import type { WorkerRequest } from "./workers.ts";
+ * const ask: WorkerRequest = "snapshot";
+ * ```
+ */
+export type WorkerRequest =
+  | "stop"
+  | "summary"
+  | "reload"
+  | "reloadPoem"
+  | "snapshot"
+  | "families"
+  | "status";
+
+/**
+ * A message from the main thread to a worker.
+ *
+ * @example
+ * ```ts
+ * import type { ToWorker } from "./workers.ts";
+ * const ask: ToWorker = { type: "request", id: 1, what: "snapshot" };
+ * ```
+ */
+export type ToWorker =
+  | { type: "start"; init: WorkerInit }
+  | { type: "request"; id: number; what: WorkerRequest; arg?: unknown };
+
+/**
+ * A message from a worker to the main thread.
+ *
+ * @example
+ * ```ts
+ * import type { FromWorker } from "./workers.ts";
+ * const ok: FromWorker = { type: "ready" };
+ * ```
+ */
+export type FromWorker =
+  | { type: "log"; bytes: Uint8Array }
+  | { type: "ready" }
+  | { type: "failed"; message: string; hint?: string; exitCode: number }
+  | { type: "reply"; id: number; value?: unknown; error?: string };
+
+/** One worker and its requests awaiting a reply. */
+class WorkerThread {
+  readonly number: number;
+  readonly #worker: Worker;
+  readonly #pending = new Map<number, (value: unknown) => void>();
+  #nextId = 0;
+  #alive = true;
+  readonly started: Promise<void>;
+
+  constructor(number: number, init: WorkerInit) {
+    this.number = number;
+    this.#worker = new Worker(new URL("./worker_main.ts", import.meta.url), { type: "module" });
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.started = promise;
+    this.#worker.onmessage = ({ data }: MessageEvent<FromWorker>) => {
+      switch (data.type) {
+        case "log":
+          return writeForwarded(data.bytes);
+        case "ready":
+          return resolve();
+        case "failed":
+          return reject(new PoetryError(data.message, data.hint, data.exitCode));
+        case "reply": {
+          const settle = this.#pending.get(data.id);
+          this.#pending.delete(data.id);
+          if (data.error !== undefined) {
+            log.error("Worker {number} could not answer: {error}", {
+              number: this.number,
+              error: data.error,
+            });
+          }
+          return settle?.(data.error === undefined ? data.value : undefined);
+        }
+      }
+    };
+    // A worker that dies (a bug: nothing a client does should get here)
+    // leaves the others serving; what it counted is lost from the totals.
+    this.#worker.onerror = (event) => {
+      event.preventDefault();
+      this.#alive = false;
+      log.error("Worker {number} stopped: {error}; the others keep serving.", {
+        number: this.number,
+        error: event.message,
+      });
+      reject(new PoetryError(`worker ${this.number} stopped: ${event.message}`, undefined, 1));
+      for (const settle of this.#pending.values()) settle(undefined);
+      this.#pending.clear();
+    };
+    this.#send({ type: "start", init });
+  }
+
+  /** Asks the worker; resolves with `undefined` when it cannot answer. */
+  ask<T>(what: WorkerRequest, arg?: unknown): Promise<T | undefined> {
+    if (!this.#alive) return Promise.resolve(undefined);
+    const id = this.#nextId++;
+    const { promise, resolve } = Promise.withResolvers<unknown>();
+    this.#pending.set(id, resolve);
+    this.#send({ type: "request", id, what, arg });
+    return promise as Promise<T | undefined>;
+  }
+
+  terminate(): void {
+    this.#alive = false;
+    this.#worker.terminate();
+  }
+
+  #send(message: ToWorker): void {
+    this.#worker.postMessage(message);
+  }
+}
+
+/**
+ * The extra workers of `--workers N`; the main thread is the first.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "./server.ts";
+ * import { WorkerPool } from "./workers.ts";
+ * const options = { iface: "127.0.0.1", reusePort: true };
+ * const server = await serve(["poems/"], options);
+ * const pool = await WorkerPool.start(1, server, {
+ *   poems: ["poems/"], options, log: {}, metrics: false,
+ * });
+ * await server.shutdown(1, pool.shutdown(1));
+ * ```
+ */
+export class WorkerPool {
+  readonly #threads: WorkerThread[];
+
+  private constructor(threads: WorkerThread[]) {
+    this.#threads = threads;
+  }
+
+  /** How many workers, the main thread not counted. */
+  get size(): number {
+    return this.#threads.length;
+  }
+
+  /**
+   * Starts `count` workers that join `server`'s addresses and caps, and
+   * waits until each serves.
+   * @throws {PoetryError} the first worker's start-up error (all are stopped).
+   */
+  static async start(
+    count: number,
+    server: PoetryServer,
+    init: Omit<WorkerInit, "ports" | "caps">,
+  ): Promise<WorkerPool> {
+    const full: WorkerInit = {
+      ...init,
+      options: { ...init.options, observer: undefined },
+      ports: server.listeners.map((l) => l.addr.port),
+      caps: server.caps,
+    };
+    // Numbered from 2: the main thread is worker 1.
+    const threads = Array.from({ length: count }, (_, i) => new WorkerThread(i + 2, full));
+    try {
+      await Promise.all(threads.map((t) => t.started));
+    } catch (err) {
+      for (const thread of threads) thread.terminate();
+      throw err;
+    }
+    return new WorkerPool(threads);
+  }
+
+  /**
+   * Has every worker stop accepting and drain, as the main thread's
+   * {@linkcode PoetryServer.shutdown} takes it.
+   */
+  shutdown(drainTimeout: number): OtherDrains {
+    const inFlight = Promise.all(this.#threads.map((t) => t.ask<number>("stop", drainTimeout)))
+      .then((counts) => counts.reduce((sum: number, n) => sum + (n ?? 0), 0));
+    const done = inFlight.then(() => this.#all<ShutdownSummary>("summary"));
+    return { inFlight, done };
+  }
+
+  /** Has every worker re-read its poems (and `--config`); resolves when all did. */
+  async reload(): Promise<void> {
+    await this.#all("reload");
+  }
+
+  /** Has every worker re-read the poem of listener `index`. */
+  async reloadPoem(index: number): Promise<void> {
+    await this.#all("reloadPoem", index);
+  }
+
+  /** Each worker's totals. */
+  snapshots(): Promise<StatsSnapshot[]> {
+    return this.#all<StatsSnapshot>("snapshot");
+  }
+
+  /** Each worker's metric families. */
+  families(): Promise<MetricFamily[][]> {
+    return this.#all<MetricFamily[]>("families");
+  }
+
+  /** Each worker's status report. */
+  reports(): Promise<StatusReport[]> {
+    return this.#all<StatusReport>("status");
+  }
+
+  async #all<T>(what: WorkerRequest, arg?: unknown): Promise<T[]> {
+    const answers = await Promise.all(this.#threads.map((t) => t.ask<T>(what, arg)));
+    return answers.filter((a): a is Awaited<T> => a !== undefined) as T[];
+  }
+}
