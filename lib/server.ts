@@ -309,7 +309,10 @@ export class PoetryServer {
     try {
       for (const state of states) {
         sockets.push(
-          listenOrExplain(state.iface, state.port, state.poem.path, options.reusePort ?? false),
+          listenOrExplain(state.iface, state.port, state.poem.path, {
+            reusePort: options.reusePort ?? false,
+            joining: options.ports !== undefined,
+          }),
         );
         state.resettable = state.options.faults?.resets ?? false;
       }
@@ -659,10 +662,19 @@ function listenOrExplain(
   hostname: string,
   port: number,
   poem: string,
-  reusePort: boolean,
+  { reusePort, joining }: { reusePort: boolean; joining: boolean },
 ): Deno.Listener {
   const where = `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
   try {
+    // With SO_REUSEPORT a bind succeeds on a port that another program of
+    // the same user holds the same way, and the two would silently split
+    // its clients: a second `poetry --workers 2 --port 10000` must fail as
+    // it does without workers. So the first bind of a port is tried
+    // without it (a moment's gap before the real bind; workers joining
+    // this server's ports skip it).
+    if (reusePort && !joining && port !== 0) {
+      Deno.listen({ hostname, port, transport: "tcp" }).close();
+    }
     return Deno.listen({ hostname, port, transport: "tcp", reusePort });
   } catch (err) {
     if (err instanceof Deno.errors.AddrInUse) {

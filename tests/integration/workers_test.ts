@@ -9,6 +9,7 @@ import {
   adminUrl,
   delay,
   fetchBytes,
+  freePort,
   httpGet,
   makePoems,
   readTimed,
@@ -308,6 +309,28 @@ Deno.test({
       assert.match(server.stderr(), /Shut down: 40 completed/);
     } finally {
       await server.stop();
+      await poems.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "--workers 2 on a port another poetry --workers holds: in use, exit 1, not a silent share",
+  ignore: !linux,
+  async fn() {
+    const poems = await makePoems({ "p.txt": POEM });
+    const port = freePort();
+    const args = ["--iface", "127.0.0.1", "--port", String(port), "--workers", "2", poems.dir];
+    const first = await startServer(args);
+    try {
+      const second = await runServer(args);
+      assert.equal(second.code, 1, second.stderr);
+      assert.match(second.stderr, new RegExp(`127\\.0\\.0\\.1:${port} is already in use`));
+      for (const body of await fetchMany(first.addresses[0], 20)) assert.deepEqual(body, BYTES);
+      assert.equal((await first.stop()).code, 0);
+      assert.match(first.stderr(), /Shut down: 20 completed/);
+    } finally {
+      await first.stop();
       await poems.cleanup();
     }
   },
