@@ -19,7 +19,7 @@ COPY deno.json deno.lock LICENSE main.ts ./
 COPY lib/ lib/
 COPY poems/ poems/
 COPY deploy/healthcheck.ts deploy/healthcheck.ts
-RUN deno cache --frozen main.ts deploy/healthcheck.ts
+RUN deno cache --frozen main.ts lib/worker_main.ts deploy/healthcheck.ts
 
 FROM denoland/deno:distroless-${DENO_VERSION}
 ENV DENO_DIR=/deno-dir DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1

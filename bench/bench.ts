@@ -1,5 +1,6 @@
 /**
- * The benchmark: `deno task bench [--json FILE] [--only NAME] [--repeat N] [--compare DIR]`.
+ * The benchmark: `deno task bench [--json FILE] [--only NAME] [--repeat N] [--compare DIR]
+ * [--workers N]`.
  *
  * Runs each scenario against the C epoll reference (the practical limit), a
  * minimal Node `net` server, the bare-Deno floor (fast scenarios) and poetry
@@ -7,7 +8,8 @@
  * `--log-level warning`, one after another, in one invocation, `--repeat`
  * times (default 3); each figure is the median of the repeats. `--compare
  * DIR` adds the poetry checked out in DIR (e.g. a `git worktree` of an older
- * commit) with default options, for before/after side by side. At the end,
+ * commit) with default options, for before/after side by side. `--workers N`
+ * adds poetry with one worker and with N, both allowed CPUs 0 and 1. At the end,
  * each of the targets of issue 9 is printed as met or not.
  * The server is pinned to CPU 0 and the C load generator to CPU 1 (taskset);
  * CPU time and memory are read from /proc/PID. Linux only. Talks only to
@@ -38,6 +40,8 @@ interface Server {
   command: (poem: string, pace?: Scenario["pace"]) => string[];
   /** Serves fast mode only (the bare-Deno floor has no pacing). */
   fastOnly?: boolean;
+  /** The CPUs it may run on (taskset's list). @default {"0"} */
+  cpus?: string;
 }
 
 interface Result {
@@ -66,6 +70,7 @@ const { values: flags } = parseArgs({
     only: { type: "string" },
     repeat: { type: "string", default: "3" },
     compare: { type: "string" },
+    workers: { type: "string" },
   },
 });
 const REPEATS = Math.max(1, Number(flags.repeat) || 1);
@@ -98,6 +103,18 @@ const servers: Server[] = [
   { name: "poetry (warning)", command: poetry(`${ROOT}main.ts`, ["--log-level", "warning"]) },
   ...(flags.compare
     ? [{ name: `poetry @${flags.compare}`, command: poetry(`${flags.compare}/main.ts`) }]
+    : []),
+  // --workers N: poetry with one worker and with N, both free to use CPUs 0
+  // and 1 (the load generator is on 1: on a 2-core machine they share it).
+  ...(flags.workers
+    ? [
+      { name: "poetry, CPUs 0-1", cpus: "0,1", command: poetry(`${ROOT}main.ts`) },
+      {
+        name: `poetry --workers ${flags.workers}, CPUs 0-1`,
+        cpus: "0,1",
+        command: poetry(`${ROOT}main.ts`, ["--workers", flags.workers]),
+      },
+    ]
     : []),
 ];
 
@@ -253,7 +270,7 @@ async function makePoems(dir: string): Promise<Record<string, string>> {
   };
 }
 
-function pinned(cpu: number, command: string[]): string[] {
+function pinned(cpu: number | string, command: string[]): string[] {
   return hasTaskset ? ["taskset", "-c", String(cpu), ...command] : command;
 }
 
@@ -265,7 +282,7 @@ const hasTaskset = await new Deno.Command("taskset", {
   .output().then((o) => o.success, () => false);
 
 async function run(scenario: Scenario, server: Server): Promise<Result> {
-  const [cmd, ...args] = pinned(0, server.command(scenario.poem, scenario.pace));
+  const [cmd, ...args] = pinned(server.cpus ?? 0, server.command(scenario.poem, scenario.pace));
   const process = new Deno.Command(cmd, { args, stdout: "piped", stderr: "null", stdin: "null" })
     .spawn();
   await sleep(100); // let the previous server's sockets go

@@ -335,3 +335,14 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "--workers 2 off Linux: one line saying why, exit 2",
+  // Runs where the release workflow tests the macOS and Windows binaries.
+  ignore: linux,
+  async fn() {
+    const { code, stderr } = await runServer(["--workers", "2", "--samples"]);
+    assert.equal(code, 2);
+    assert.match(stderr, /^error: --workers 2 needs Linux \(SO_REUSEPORT\)/);
+  },
+});
