@@ -304,6 +304,10 @@ async function run(scenario: Scenario, server: Server): Promise<Result> {
     }
     await sleep(300);
     const pid = process.pid;
+    // The peak is the measured run's: VmHWM would otherwise keep the
+    // warm-up's (a cold server's JIT and heap growth, which the idle figure
+    // below already leaves out), and per-client memory would mix the two.
+    resetPeak(pid);
     const rssIdle = rssKiB(pid);
     const cpu0 = cpuTicks(pid);
     let peak = rssIdle;
@@ -388,6 +392,15 @@ function cpuTicks(pid: number): number {
 
 function rssKiB(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(Deno.readTextFileSync(`/proc/${pid}/status`))?.[1] ?? 0);
+}
+
+/** Resets VmHWM to the current RSS (`clear_refs` value 5, Linux 4.0+). */
+function resetPeak(pid: number): void {
+  try {
+    Deno.writeTextFileSync(`/proc/${pid}/clear_refs`, "5");
+  } catch {
+    // An older kernel: the peak then includes the warm-up.
+  }
 }
 
 function hwmKiB(pid: number): number | undefined {
