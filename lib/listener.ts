@@ -221,8 +221,13 @@ export class PoemListener {
 
   readonly #listener: Deno.Listener;
   readonly #options: PoemListenerOptions;
-  /** Transfers in flight, each with the promise that settles when it is recorded. */
-  readonly #active = new Map<PoemSender, Promise<void>>();
+  /**
+   * Transfers in flight. A sender reports its end to a callback (no promise
+   * chain per client while it waits); the drain waits on {@linkcode #idle}.
+   */
+  readonly #active = new Set<PoemSender>();
+  /** Settles when the last transfer in flight has been recorded. */
+  #idle?: PromiseWithResolvers<void>;
   /** Aborts a wait for a slot at the cap when the listener closes. */
   readonly #closing = new AbortController();
   /** Connections whose PROXY header is still being read, each with its task. */
@@ -252,7 +257,7 @@ export class PoemListener {
    * pages: the objects are made here, not kept per connection).
    */
   *transfers(): Generator<TransferInFlight> {
-    for (const sender of this.#active.keys()) {
+    for (const sender of this.#active) {
       const peer = sender.conn.remoteAddr as Deno.NetAddr;
       yield { sender, peer, sent: sender.sent, total: sender.content.size };
     }
@@ -294,13 +299,20 @@ export class PoemListener {
     const expired = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, timeout * 1000);
     });
-    await Promise.race([Promise.all(this.#active.values()), expired]);
+    await Promise.race([this.#allRecorded(), expired]);
     clearTimeout(timer);
     const remaining = [...this.#active];
-    for (const [sender] of remaining) sender.abort("cut short");
-    await Promise.all(remaining.map(([, recorded]) => recorded));
+    for (const sender of remaining) sender.abort("cut short");
+    await this.#allRecorded();
     clearInterval(this.#sweeper);
     return remaining.length;
+  }
+
+  /** Settles once no transfer is in flight (none start after {@linkcode close}). */
+  #allRecorded(): Promise<void> {
+    if (this.#active.size === 0) return Promise.resolve();
+    this.#idle ??= Promise.withResolvers<void>();
+    return this.#idle.promise;
   }
 
   /**
@@ -379,17 +391,33 @@ export class PoemListener {
       ? new PoemSender(faults.wrap(conn), faults.content(content), this.#options)
       : new PoemSender(conn, content, this.#options);
     this.#options.observer?.transferStarted(this, sender, peer);
-    this.#active.set(
-      sender,
-      sender.run().then((result) => {
-        this.#active.delete(sender);
-        this.#options.gate?.release();
-        this.#record(peer, faults ? faults.report(result, content) : result, sender);
-      }).catch((err) => {
-        // A failing observer must not leave the drain waiting on this promise.
-        log.error("Could not record a transfer: {error}", { error: String(err) });
-      }),
+    this.#active.add(sender);
+    // The common case shares one callback; a PROXY client's address or a
+    // fault plan needs a closure of its own.
+    sender.start(
+      client || faults
+        ? (result) => this.#ended(sender, faults ? faults.report(result, content) : result, peer)
+        : this.#senderEnded,
     );
+  }
+
+  #senderEnded = (result: SendResult, sender: PoemSender): void =>
+    this.#ended(sender, result, sender.conn.remoteAddr as Deno.NetAddr);
+
+  #ended(sender: PoemSender, result: SendResult, peer: Deno.NetAddr): void {
+    this.#active.delete(sender);
+    try {
+      this.#options.gate?.release();
+      this.#record(peer, result, sender);
+    } catch (err) {
+      // A failing observer must not leave the drain waiting.
+      log.error("Could not record a transfer: {error}", { error: String(err) });
+    } finally {
+      if (this.#active.size === 0 && this.#idle) {
+        this.#idle.resolve();
+        this.#idle = undefined;
+      }
+    }
   }
 
   /**
@@ -457,12 +485,12 @@ export class PoemListener {
     this.#sweeper = setInterval(() => {
       const now = performance.now();
       if (!this.#options.faults) {
-        for (const sender of this.#active.keys()) sender.checkTimeouts(now, timeout);
+        for (const sender of this.#active) sender.checkTimeouts(now, timeout);
         return;
       }
       // A fault that holds a connection on purpose (a delay, a stall) is not
       // a client that stopped reading: no write timeout, no end of the linger.
-      for (const sender of this.#active.keys()) {
+      for (const sender of this.#active) {
         if (!(sender.conn as Partial<FaultyConn>).holding) sender.checkTimeouts(now, timeout);
       }
     }, timeout > 0 ? Math.min(SWEEP_MS, timeout / 4) : SWEEP_MS);

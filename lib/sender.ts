@@ -152,8 +152,12 @@ export class PoemSender implements PacedTask {
    * or read on it, but not a poem read from a hung disk.
    */
   #abortRead?: (reason: Aborted) => void;
-  /** Settles when a paced transfer has sent its last byte. */
-  #done?: PromiseWithResolvers<void>;
+  /** Told once the transfer has ended and its socket is closed. */
+  #ended?: (result: SendResult, sender: PoemSender) => void;
+  /** Whether the transfer is ending (no paced write starts after this). */
+  #ending = false;
+  /** Whether it has ended: the socket closed and its ops settled. */
+  #settled = false;
   /** The paced write in flight: an op that holds the socket. */
   #writing?: Promise<void>;
   /** What the paced write in flight still has to write. */
@@ -180,32 +184,64 @@ export class PoemSender implements PacedTask {
   }
 
   /** Sends the poem, closes the connection, and says how it went. */
-  async run(): Promise<SendResult> {
-    try {
-      const { bytes } = this.content;
-      if (this.#wheel) await this.#sendPaced();
-      else if (bytes) await this.#writeAll(bytes);
-      else await this.#sendStreamed();
-      await this.#linger();
-      this.#finish("completed");
-    } catch (err) {
-      this.#finish(departed(err) ? "client left" : "error", err);
-    } finally {
-      this.#wheel?.cancel(this);
-      this.#reader?.close();
-      this.#close();
-      // Deno frees the socket only once the ops using it have settled; wait,
-      // so that when run() returns the descriptor is really closed (the
-      // connection cap counts on it).
-      await this.#writing?.catch(() => {});
-    }
-    return {
+  run(): Promise<SendResult> {
+    return new Promise((resolve) => this.start(resolve));
+  }
+
+  /**
+   * Like {@linkcode run}, but calls `ended` (once, never synchronously)
+   * instead of returning a promise. A paced client waits most of its time
+   * between ticks: this way it holds no promise, async function or closure
+   * of its own while it waits (about 600 bytes each, at 19,000 clients).
+   */
+  start(ended: (result: SendResult, sender: PoemSender) => void): void {
+    this.#ended = ended;
+    // Aborted before it started: there is nothing to send.
+    if (this.#ending) return void Promise.resolve().then(() => this.#report());
+    if (this.#wheel) return this.#sendPaced();
+    const { bytes } = this.content;
+    (bytes ? this.#writeAll(bytes) : this.#sendStreamed()).then(
+      () => this.#lastByteSent(),
+      (err) => this.#end(err),
+    );
+  }
+
+  /** Every byte is out: the lingering close, then the end. */
+  #lastByteSent(): void {
+    if (this.#ending) return;
+    this.#linger().then(() => this.#end(), (err) => this.#end(err));
+  }
+
+  /** Closes the connection and reports, once; `err` is why it ended early. */
+  #end(err?: unknown): void {
+    if (this.#ending) return;
+    this.#ending = true;
+    if (err === undefined) this.#finish("completed");
+    else this.#finish(departed(err) ? "client left" : "error", err);
+    this.#wheel?.cancel(this);
+    this.#reader?.close();
+    this.#close();
+    // Deno frees the socket only once the ops using it have settled; wait,
+    // so that when the end is reported the descriptor is really closed (the
+    // connection cap counts on it).
+    const settled = () => {
+      this.#settled = true;
+      this.#report();
+    };
+    (this.#writing ?? Promise.resolve()).then(settled, settled);
+  }
+
+  #report(): void {
+    const ended = this.#ended;
+    if (!this.#settled || !ended) return;
+    this.#ended = undefined;
+    ended({
       sent: this.sent,
       total: this.content.size,
       ms: Math.round(performance.now() - this.#started),
       outcome: this.#outcome!,
       error: this.#error,
-    };
+    }, this);
   }
 
   /**
@@ -218,9 +254,10 @@ export class PoemSender implements PacedTask {
     if (this.#lingering) return this.#close();
     if (!this.#finish(outcome)) return;
     this.#wheel?.cancel(this);
-    this.#done?.reject(new Aborted());
     this.#abortRead?.(new Aborted());
     this.#close();
+    // A paced transfer between ticks has nothing pending to fail: end it here.
+    if (this.#wheel) this.#end(new Aborted());
   }
 
   /**
@@ -286,20 +323,18 @@ export class PoemSender implements PacedTask {
     }
   }
 
-  #sendPaced(): Promise<void> {
-    this.#done = Promise.withResolvers<void>();
+  #sendPaced(): void {
     const { bytes } = this.content;
     if (bytes) this.#chunks = chunksOf(bytes, this.#numBytes);
     if (!this.#chunks) this.#reader = this.content.open();
     this.#startTick(performance.now());
-    this.#wheel!.schedule(this);
-    return this.#done.promise;
+    if (!this.#ending && this.sent < this.content.size) this.#wheel!.schedule(this);
   }
 
   // Paced writes chain callbacks rather than an async function per write:
   // one promise per write instead of two, at up to 100,000 writes a second.
   #startTick(now: number): void {
-    if (this.sent >= this.content.size) return this.#done!.resolve();
+    if (this.sent >= this.content.size) return this.#lastByteSent();
     this.#waitingSince = now;
     this.#tickLeft = Math.min(this.#numBytes, this.content.size - this.sent);
     // A tick starts on a multiple of numBytes, where the shared chunks are cut.
@@ -333,10 +368,12 @@ export class PoemSender implements PacedTask {
   }
 
   #wrote = (n: number): void => {
+    this.#writing = undefined;
     this.sent += n;
     if (connectionTrace.on) logPacedWrite(this.conn, n, this.sent, this.content.size);
+    if (this.#ending) return;
     this.#tickLeft -= n;
-    if (this.sent >= this.content.size) return this.#done!.resolve();
+    if (this.sent >= this.content.size) return this.#lastByteSent();
     if (n < this.#pending.length) {
       this.#pending = this.#pending.subarray(n);
       this.#waitingSince = performance.now();
@@ -348,7 +385,10 @@ export class PoemSender implements PacedTask {
     }
   };
 
-  #fail = (err: unknown): void => this.#done!.reject(err);
+  #fail = (err: unknown): void => {
+    this.#writing = undefined;
+    this.#end(err);
+  };
 
   /**
    * The next block of a streamed poem, unless the transfer is aborted first.

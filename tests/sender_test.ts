@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { connectedPair, ROOT } from "./helpers.ts";
+import { connectedPair, delay, ROOT } from "./helpers.ts";
 import { memoryContent, type PoemContent } from "../lib/poem.ts";
-import { LINGER_MS, PoemSender } from "../lib/sender.ts";
+import { LINGER_MS, PoemSender, type SendResult } from "../lib/sender.ts";
 import { PaceWheel } from "../lib/pace.ts";
 
 /** A streamed poem whose disk never answers, like a hung mount. */
@@ -107,22 +107,113 @@ const result = await new PoemSender(conn, content).run();
 console.log(JSON.stringify({ ...result, growth: heap[1] - heap[0] }));
 `;
 
-Deno.test("sender: a streamed transfer's heap does not grow with the number of blocks read", async () => {
-  // A 1 GiB poem is 4,096 reads of 256 KiB per client; anything a sender
-  // keeps per read (a reaction left on a promise that settles only at the
-  // end) added up to 1.2 MB per client. Here: 50,000 reads of 16 bytes.
+/** Runs `script` in a Deno with V8's gc() exposed; returns what it printed, as JSON. */
+async function runWithGc(script: string) {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--config", `${ROOT}deno.json`, "--v8-flags=--expose-gc", "-"],
     stdin: "piped",
     stdout: "piped",
   }).spawn();
   const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(LONG_TRANSFER));
+  await writer.write(new TextEncoder().encode(script));
   await writer.close();
   const { success, stdout } = await child.output();
   assert.ok(success);
-  const result = JSON.parse(new TextDecoder().decode(stdout));
+  return JSON.parse(new TextDecoder().decode(stdout));
+}
+
+Deno.test("sender: a streamed transfer's heap does not grow with the number of blocks read", async () => {
+  // A 1 GiB poem is 4,096 reads of 256 KiB per client; anything a sender
+  // keeps per read (a reaction left on a promise that settles only at the
+  // end) added up to 1.2 MB per client. Here: 50,000 reads of 16 bytes.
+  const result = await runWithGc(LONG_TRANSFER);
   assert.deepEqual([result.outcome, result.sent], ["completed", 60_000 * 16]);
   // Measured: 15.6 MB with Promise.race against one abort promise, 18 KB without.
   assert.ok(result.growth < 2_000_000, `heap grew by ${result.growth} bytes`);
+});
+
+const WAITING_PACED = `
+import { PoemSender } from "${new URL("../lib/sender.ts", import.meta.url)}";
+import { PaceWheel } from "${new URL("../lib/pace.ts", import.meta.url)}";
+import { memoryContent } from "${new URL("../lib/poem.ts", import.meta.url)}";
+const CLIENTS = 5000;
+const content = memoryContent("p.txt", new Uint8Array(500).fill(65));
+const wheel = new PaceWheel(60);
+const remoteAddr = { transport: "tcp", hostname: "127.0.0.1", port: 1 };
+const conns = Array.from({ length: CLIENTS }, () => ({
+  remoteAddr,
+  write: (bytes) => Promise.resolve(bytes.length),
+  closeWrite: () => Promise.resolve(),
+  read: () => Promise.resolve(null),
+  close() {},
+}));
+const senders = [];
+await new Promise((resolve) => setTimeout(resolve, 10));
+gc();
+const before = Deno.memoryUsage().heapUsed;
+for (const conn of conns) {
+  const sender = new PoemSender(conn, content, { wheel });
+  senders.push(sender);
+  sender.start(() => {});
+}
+// Every sender has made its first write and waits for its next tick.
+await new Promise((resolve) => setTimeout(resolve, 10));
+gc();
+const perSender = (Deno.memoryUsage().heapUsed - before) / CLIENTS;
+console.log(JSON.stringify({ perSender, sent: senders.map((s) => s.sent) }));
+wheel.clear();
+`;
+
+Deno.test("sender: a paced client waiting for its tick holds little heap", async () => {
+  const { perSender, sent } = await runWithGc(WAITING_PACED);
+  assert.ok(sent.every((n: number) => n === 10), "each made its first write");
+  // Measured: 1,246 bytes when each waited in an async run() on a promise,
+  // with the listener's then/catch; 534 with start() and a callback.
+  assert.ok(perSender < 800, `${Math.round(perSender)} bytes per paced sender`);
+});
+
+Deno.test("sender: start() reports once, never synchronously, what run() would", async () => {
+  const poem = new TextEncoder().encode("a short poem\n");
+  for (const paced of [false, true]) {
+    const { server, client } = await connectedPair();
+    const wheel = paced ? new PaceWheel(0.01) : undefined;
+    const sender = new PoemSender(server, memoryContent("p.txt", poem), { wheel, numBytes: 5 });
+    const reports: [SendResult, PoemSender][] = [];
+    const ended = new Promise<void>((resolve) =>
+      sender.start((result, who) => {
+        reports.push([result, who]);
+        resolve();
+      })
+    );
+    assert.equal(reports.length, 0);
+    const got = new Uint8Array(100);
+    let n = 0;
+    for (let r = await client.read(got); r !== null; r = await client.read(got.subarray(n))) n += r;
+    client.close();
+    await ended;
+    await delay(20);
+    assert.equal(reports.length, 1);
+    assert.equal(reports[0][1], sender);
+    assert.deepEqual([reports[0][0].outcome, reports[0][0].sent, n], ["completed", 13, 13]);
+    wheel?.clear();
+  }
+});
+
+Deno.test("sender: a paced sender aborted before it starts reports the abort once", async () => {
+  const { server, client } = await connectedPair();
+  const wheel = new PaceWheel(0.01);
+  const sender = new PoemSender(server, memoryContent("p.txt", new Uint8Array(50)), { wheel });
+  sender.abort("cut short");
+  const reports: SendResult[] = [];
+  await new Promise<void>((resolve) =>
+    sender.start((result) => {
+      reports.push(result);
+      resolve();
+    })
+  );
+  await delay(30);
+  assert.deepEqual(reports.map((r) => [r.outcome, r.sent]), [["cut short", 0]]);
+  assert.equal(wheel.size, 0);
+  assert.equal(await client.read(new Uint8Array(10)), null);
+  client.close();
 });
