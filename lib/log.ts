@@ -136,6 +136,8 @@ export function setupLogging(options: LogOptions = {}): void {
         // The length is read first: post may transfer the bytes away.
         write: (bytes) => Promise.resolve(postAll(worker, bytes)),
         writeSync: (bytes) => postAll(worker, bytes),
+        // A message arrives whole; the main thread cuts its own writes.
+        writeBytes: Infinity,
       }
       : {},
   );
@@ -393,6 +395,14 @@ export interface BufferedSinkOptions {
   /** Text waiting that starts a write at once rather than on the timer. @default {16384} */
   batchChars?: number;
   /**
+   * Most bytes per write, cut at record boundaries (a longer record is one
+   * write of its own). A pipe takes a write of up to PIPE_BUF (4096 on
+   * Linux) whole or not at all, so a process that exits with its stderr
+   * stuck leaves whole records behind, never half of one.
+   * @default {4096}
+   */
+  writeBytes?: number;
+  /**
    * How long a record may wait for others to join its write. Each write to
    * stderr is an op that Deno runs on a blocking thread; at thousands of
    * connections a second, a write per event-loop turn cost more than the
@@ -453,6 +463,7 @@ export function getBufferedSink(
   const maxChars = options.maxChars ?? 1024 * 1024;
   const batchChars = options.batchChars ?? 16 * 1024;
   const flushMs = options.flushMs ?? 10;
+  const writeBytes = options.writeBytes ?? 4096;
   const encoder = new TextEncoder();
   let waiting: string[] = [];
   let waitingChars = 0;
@@ -499,8 +510,23 @@ export function getBufferedSink(
     });
   };
 
+  // Where the write that starts at `at` ends: after the last record that
+  // fits in writeBytes, or after the first record if none does. Records end
+  // in "\n" and hold no other (the formatters escape it), and in UTF-8 that
+  // byte is never part of another character.
+  const endOfWrite = (bytes: Uint8Array, at: number) => {
+    if (bytes.length - at <= writeBytes) return bytes.length;
+    const last = bytes.lastIndexOf(NEWLINE, at + writeBytes - 1);
+    if (last >= at) return last + 1;
+    const next = bytes.indexOf(NEWLINE, at + writeBytes);
+    return next === -1 ? bytes.length : next + 1;
+  };
+
   const writeAll = async (bytes: Uint8Array) => {
-    for (let at = 0; at < bytes.length;) at += await write(bytes.subarray(at));
+    for (let at = 0; at < bytes.length;) {
+      const end = endOfWrite(bytes, at);
+      while (at < end) at += await write(bytes.subarray(at, end));
+    }
   };
 
   const queue = (text: string) => {
@@ -533,7 +559,10 @@ export function getBufferedSink(
     timer = undefined;
     const bytes = take();
     try {
-      for (let at = 0; at < bytes.length;) at += writeSync(bytes.subarray(at));
+      for (let at = 0; at < bytes.length;) {
+        const end = endOfWrite(bytes, at);
+        while (at < end) at += writeSync(bytes.subarray(at, end));
+      }
       return true;
     } catch {
       // At exit there is nowhere left to report a broken stderr.
@@ -561,6 +590,8 @@ export function getBufferedSink(
     [IMMEDIATE]: { value: true },
   }) as BufferedSink;
 }
+
+const NEWLINE = 0x0a;
 
 /** Marks a sink that consumes each record at once; see getBufferedSink. */
 const IMMEDIATE = Symbol.for("LogTape.sinkSnapshotPolicy.immediate");

@@ -50,12 +50,12 @@ export class ResettableListener {
     // allowHalfOpen: a client's FIN must not end our side (a half-close
     // still reads the poem); pauseOnConnect: nothing is read until asked.
     const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
-      if (this.#waiting) {
-        this.#waiting.resolve(new ResettableConn(socket));
-        this.#waiting = undefined;
-      } else {
-        this.#queue.push(socket);
-      }
+      // Handed over on the next timer turn, not now: in Deno 2.9.6 a write
+      // made in the same turn as the connection event, to a client that has
+      // already half-closed (nc -N, Python's shutdown(SHUT_WR)), fails with
+      // EPIPE and the client gets nothing; a turn later it goes through
+      // (tests/faults/workers_attack_test.ts has the half-closing client).
+      setTimeout(() => this.#arrived(socket), 0);
     });
     this.#server = server;
     if (this.#closed) return;
@@ -70,6 +70,19 @@ export class ResettableListener {
       });
     });
     if (this.#closed) server.close();
+  }
+
+  #arrived(socket: net.Socket): void {
+    if (this.#closed) {
+      socket.destroy();
+      return;
+    }
+    if (this.#waiting) {
+      this.#waiting.resolve(new ResettableConn(socket));
+      this.#waiting = undefined;
+    } else {
+      this.#queue.push(socket);
+    }
   }
 
   /** The next client. Typed as `Deno.Conn` for `PoemListener`, which uses only what {@linkcode ResettableConn} has. */

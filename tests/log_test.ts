@@ -271,3 +271,33 @@ Deno.test("a sink lets records share a write for flushMs", async () => {
   await new Promise((resolve) => setTimeout(resolve, 60));
   assert.deepEqual(writes, ["line 01\nline 02\n"]);
 });
+
+Deno.test("a sink cuts its writes at records, at most 4096 bytes each unless one record is longer", async () => {
+  const writes: string[] = [];
+  const sink = getBufferedSink(plain, {
+    write: (bytes) => {
+      writes.push(new TextDecoder().decode(bytes));
+      return Promise.resolve(bytes.length);
+    },
+    writeBytes: 4096,
+  });
+  // 99-byte records, one of 6,000 bytes (é is two bytes in UTF-8), then more.
+  for (let i = 0; i < 100; i++) sink(record(["x".repeat(98)]));
+  sink(record(["é".repeat(3000)]));
+  for (let i = 0; i < 10; i++) sink(record(["y".repeat(98)]));
+  await sink.drain();
+  for (const write of writes) {
+    assert.ok(write.endsWith("\n"), "each write ends a record");
+    const size = new TextEncoder().encode(write).length;
+    assert.ok(size <= 4096 || !write.slice(0, -1).includes("\n"), `${size} bytes`);
+  }
+  assert.ok(
+    writes.some((w) => w === "é".repeat(3000) + "\n"),
+    "the long record is a write of its own",
+  );
+  assert.equal(
+    writes.join(""),
+    "x".repeat(98).concat("\n").repeat(100) + "é".repeat(3000) + "\n" +
+      "y".repeat(98).concat("\n").repeat(10),
+  );
+});
