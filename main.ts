@@ -29,7 +29,10 @@ import {
   writePortsFile,
 } from "./lib/mod.ts";
 // Not in lib/mod.ts yet: the CLI's start-up is its only user so far.
-import { holdReloadSignals } from "./lib/service.ts";
+import { holdReloadSignals, holdStopSignals } from "./lib/service.ts";
+import { getLogger } from "@logtape/logtape";
+
+const log = getLogger(["poetry", "service"]);
 
 async function main(args: string[]): Promise<number> {
   // First of all: until a handler is in, SIGHUP ends the process, and loading
@@ -56,25 +59,39 @@ async function main(args: string[]): Promise<number> {
   // how its settings and the command line's combine.
   const config = cli.config === undefined ? undefined : await loadConfig(cli.config);
   const poems = [...cli.poems, ...samples];
+  const combined = config ? combineConfig(config, cli.serve) : cli.serve;
+  // With --workers, one seed for all of them (the one the log shows), and
+  // the workers' threads started now, to load while the poems do.
   const many = cli.workers > 1;
-  const options = {
-    ...(config ? combineConfig(config, cli.serve) : cli.serve),
-    // One seed for all the workers: the one the log shows.
-    ...(many ? { reusePort: true, seed: cli.serve.seed ?? randomSeed() } : {}),
-  };
-  const server = await serve(poems, { ...options, observer: metrics ?? stats });
-  let admin: AdminEndpoint | undefined;
-  let workers: WorkerPool | undefined;
+  const options = many
+    ? { ...combined, reusePort: true, seed: combined.seed ?? randomSeed() }
+    : combined;
+  // Held from before the first listener serves until the service's own
+  // handlers are in: a stop while the workers start drains, not kills.
+  const stops = many ? holdStopSignals() : undefined;
+  if (many && cli.workers > navigator.hardwareConcurrency) {
+    log.warning(
+      "--workers {workers} is more than the {cores} cores this process may use: more memory, not more speed.",
+      { workers: cli.workers, cores: navigator.hardwareConcurrency },
+    );
+  }
+  const workers = many ? await WorkerPool.spawn(cli.workers - 1) : undefined;
+  let server;
   try {
-    if (many) {
-      workers = await WorkerPool.start(cli.workers - 1, server, {
-        poems,
-        options,
-        log: { level: cli.logLevel, format: cli.logFormat },
-        metrics: metrics !== undefined,
-        config: cli.config === undefined ? undefined : { path: cli.config, commandLine: cli.serve },
-      });
-    }
+    server = await serve(poems, { ...options, observer: metrics ?? stats });
+  } catch (err) {
+    workers?.terminate();
+    throw err;
+  }
+  let admin: AdminEndpoint | undefined;
+  try {
+    await workers?.join(server, {
+      poems,
+      options,
+      log: { level: cli.logLevel, format: cli.logFormat },
+      metrics: metrics !== undefined,
+      config: cli.config === undefined ? undefined : { path: cli.config, commandLine: cli.serve },
+    });
     if (cli.admin && metrics) {
       admin = AdminEndpoint.start(server, {
         ...cli.admin,
@@ -99,7 +116,7 @@ async function main(args: string[]): Promise<number> {
   // Signal handlers go in before the Serving lines: a supervisor that reads
   // a line and sends SIGHUP or SIGTERM at once must not kill the process.
   const stopped = runAsService(server, {
-    held,
+    held: stops ? [held, stops] : held,
     reload: cli.config === undefined
       ? undefined
       : () => reloadConfig(server, cli.config!, cli.serve),

@@ -42,8 +42,8 @@ export interface LogOptions {
    * usual, then handed to `post` (which sends them to the main thread, where
    * {@linkcode writeForwarded} queues them) instead of written to stderr, so
    * that one thread alone writes whole lines. The records the main thread
-   * writes for everyone (listeners started, poems reloaded, the shutdown
-   * summary) are left out below `error`.
+   * writes for everyone (listeners started, poems reloaded or not, the
+   * shutdown summary) are left out.
    */
   worker?: { post(bytes: Uint8Array): void };
 }
@@ -149,7 +149,7 @@ export function setupLogging(options: LogOptions = {}): void {
       { category: ["poetry"], lowestLevel: options.level ?? "info" as LogLevel, sinks: ["stderr"] },
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
       ...(worker
-        ? MAIN_THREAD_ONLY.map((category) => ({ category, lowestLevel: "error" as const }))
+        ? MAIN_THREAD_ONLY.map((category) => ({ category, lowestLevel: "fatal" as const }))
         : []),
     ],
   });
@@ -161,7 +161,12 @@ function postAll(worker: { post(bytes: Uint8Array): void }, bytes: Uint8Array): 
   return length;
 }
 
-/** What the main thread logs for all workers: a worker says it only when it fails. */
+/**
+ * What the main thread logs for all workers: listeners started, poems
+ * loaded, skipped and re-read (and failures to), the configuration re-read,
+ * the drain and its summary. Each worker does the same with the same files,
+ * and N copies of each record would say nothing more.
+ */
 const MAIN_THREAD_ONLY = [["poetry", "server"], ["poetry", "config"], ["poetry", "poem"]];
 
 const decoder = new TextDecoder();

@@ -287,7 +287,9 @@ export class PoetryServer {
       const state: ListenerState = {
         poem: own.poem,
         iface: own.iface ?? iface,
-        port: options.ports?.[index] ?? own.port ?? 0,
+        // As configured (0 for any), which a reconfigure compares with;
+        // a worker binds the port the main thread got (options.ports).
+        port: own.port ?? 0,
         seed: (seed + Math.imul(index, 0x9e3779b9)) >>> 0,
         runSeed: seed,
         options: {
@@ -307,9 +309,10 @@ export class PoetryServer {
     });
     let sockets: (Deno.Listener | ResettableListener)[] = [];
     try {
-      for (const state of states) {
+      for (const [i, state] of states.entries()) {
+        const port = options.ports?.[i] ?? state.port;
         sockets.push(
-          listenOrExplain(state.iface, state.port, state.poem.path, {
+          listenOrExplain(state.iface, port, state.poem.path, {
             reusePort: options.reusePort ?? false,
             joining: options.ports !== undefined,
           }),
@@ -702,6 +705,12 @@ function listenOrExplain(
       );
     }
     const message = err instanceof Error ? err.message : String(err);
+    if (/too many open files/i.test(message)) {
+      throw new StartupError(
+        `cannot listen on ${where}: ${message}`,
+        "each poem takes a socket in every worker: raise the open-file limit (ulimit -n), or serve fewer poems or --workers",
+      );
+    }
     if (/lookup|resolve|name or service|nodename|no such host/i.test(message)) {
       throw new StartupError(
         `cannot resolve --iface ${hostname}: ${message}`,

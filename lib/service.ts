@@ -42,7 +42,7 @@ export interface ServiceOptions {
    * once this service's own handlers are in, each one that came honoured once.
    */
   // Spelt out, not HeldSignals: lib/mod.ts does not export that type yet.
-  held?: { release(): Deno.Signal[] };
+  held?: { release(): Deno.Signal[] } | { release(): Deno.Signal[] }[];
   /**
    * The other workers of `--workers`: the signals reach them too (they drain,
    * reload and count with the main thread), and the summary and stats
@@ -77,9 +77,33 @@ export interface HeldSignals {
  * ```
  */
 export function holdReloadSignals(): HeldSignals {
+  return holdSignals(["SIGHUP", "SIGUSR1", "SIGUSR2"]);
+}
+
+/**
+ * Holds SIGINT and SIGTERM from now until {@linkcode runAsService} is in,
+ * which then drains as for a stop that came after: for the moment between
+ * the first listener serving and the service's handlers (`--workers`
+ * starting), when the default action would kill transfers in flight. Does
+ * nothing on Windows.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "./server.ts";
+ * import { holdStopSignals, runAsService } from "./service.ts";
+ * const held = holdStopSignals();
+ * const server = await serve(["poems/"]);
+ * await runAsService(server, { held: [held] });
+ * ```
+ */
+export function holdStopSignals(): HeldSignals {
+  return holdSignals(["SIGINT", "SIGTERM"]);
+}
+
+function holdSignals(signals: Deno.Signal[]): HeldSignals {
   if (Deno.build.os === "windows") return { release: () => [] };
   const seen = new Set<Deno.Signal>();
-  const holds = (["SIGHUP", "SIGUSR1", "SIGUSR2"] as const).map((signal) => {
+  const holds = signals.map((signal) => {
     const hold = () => seen.add(signal);
     Deno.addSignalListener(signal, hold);
     return [signal, hold] as const;
@@ -175,7 +199,12 @@ export function runAsService(
   if (options.watch) watchPoems(server, promise, options.workers);
   // Released only now that the handlers above are in: a signal with no
   // listener at all would take its default, fatal action.
-  for (const signal of options.held?.release() ?? []) {
+  const holds = options.held === undefined ? [] : [options.held].flat();
+  for (const signal of holds.flatMap((held) => held.release())) {
+    if (signal === "SIGINT" || signal === "SIGTERM") {
+      onStop(signal);
+      continue;
+    }
     log.info("Got {signal} while starting: {action} now.", {
       signal,
       action: signal === "SIGHUP" ? "reloading" : "writing the stats",

@@ -50,6 +50,9 @@ self.onmessage = async ({ data }: MessageEvent<ToWorker>) => {
   }
 };
 
+// Loaded: the main thread may bind its listeners now (see WorkerPool.spawn).
+post({ type: "booted" });
+
 async function start(given: WorkerInit): Promise<void> {
   init = given;
   setupLogging({

@@ -36,7 +36,7 @@ const log = getLogger(["poetry", "workers"]);
  * ```
  */
 export interface WorkerInit {
-  /** The POEM arguments, as the main thread's {@linkcode serve} had them. */
+  /** The POEM arguments; {@linkcode WorkerPool.join} gives the files the main thread serves. */
   poems: string[];
   /** The main thread's options, without its observer. */
   options: ServeOptions;
@@ -97,6 +97,7 @@ export type ToWorker =
  */
 export type FromWorker =
   | { type: "log"; bytes: Uint8Array }
+  | { type: "booted" }
   | { type: "ready" }
   | { type: "failed"; message: string; hint?: string; exitCode: number }
   | { type: "reply"; id: number; value?: unknown; error?: string };
@@ -108,17 +109,24 @@ class WorkerThread {
   readonly #pending = new Map<number, (value: unknown) => void>();
   #nextId = 0;
   #alive = true;
-  readonly started: Promise<void>;
+  /** Resolves once its modules are loaded, waiting for {@linkcode WorkerThread.start}. */
+  readonly booted: Promise<void>;
+  readonly #started = Promise.withResolvers<void>();
 
-  constructor(number: number, init: WorkerInit) {
+  constructor(number: number) {
     this.number = number;
     this.#worker = new Worker(new URL("./worker_main.ts", import.meta.url), { type: "module" });
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.started = promise;
+    const booted = Promise.withResolvers<void>();
+    this.booted = booted.promise;
+    const { resolve, reject } = this.#started;
+    this.#started.promise.catch(() => {});
+    this.booted.catch(() => {});
     this.#worker.onmessage = ({ data }: MessageEvent<FromWorker>) => {
       switch (data.type) {
         case "log":
           return writeForwarded(data.bytes);
+        case "booted":
+          return booted.resolve();
         case "ready":
           return resolve();
         case "failed":
@@ -145,11 +153,22 @@ class WorkerThread {
         number: this.number,
         error: event.message,
       });
-      reject(new PoetryError(`worker ${this.number} stopped: ${event.message}`, undefined, 1));
+      const failed = new PoetryError(
+        `worker ${this.number} stopped: ${event.message}`,
+        undefined,
+        1,
+      );
+      booted.reject(failed);
+      reject(failed);
       for (const settle of this.#pending.values()) settle(undefined);
       this.#pending.clear();
     };
+  }
+
+  /** Has the booted worker serve; resolves once it listens. */
+  start(init: WorkerInit): Promise<void> {
     this.#send({ type: "start", init });
+    return this.#started.promise;
   }
 
   /** Asks the worker; resolves with `undefined` when it cannot answer. */
@@ -181,9 +200,8 @@ class WorkerThread {
  * import { WorkerPool } from "./workers.ts";
  * const options = { iface: "127.0.0.1", reusePort: true };
  * const server = await serve(["poems/"], options);
- * const pool = await WorkerPool.start(1, server, {
- *   poems: ["poems/"], options, log: {}, metrics: false,
- * });
+ * const pool = await WorkerPool.spawn(1);
+ * await pool.join(server, { poems: ["poems/"], options, log: {}, metrics: false });
  * await server.shutdown(1, pool.shutdown(1));
  * ```
  */
@@ -200,30 +218,60 @@ export class WorkerPool {
   }
 
   /**
-   * Starts `count` workers that join `server`'s addresses and caps, and
-   * waits until each serves.
+   * Starts `count` workers and waits until each has loaded its modules;
+   * {@linkcode WorkerPool.join} then has them serve. Started before the main
+   * thread binds its listeners, they load while it loads the poems, and with
+   * files to spare: a worker that cannot open its own modules (no file
+   * descriptors left) takes Deno down with a panic, not an error.
+   * @throws {PoetryError} when a worker cannot start (all are stopped).
+   */
+  static async spawn(count: number): Promise<WorkerPool> {
+    // Numbered from 2: the main thread is worker 1.
+    const threads = Array.from({ length: count }, (_, i) => new WorkerThread(i + 2));
+    const pool = new WorkerPool(threads);
+    try {
+      await Promise.all(threads.map((t) => t.booted));
+    } catch (err) {
+      pool.terminate();
+      throw err;
+    }
+    return pool;
+  }
+
+  /**
+   * Has every worker serve `server`'s listeners, on its addresses and caps,
+   * and waits until each listens. Each loads the poem files that `server`'s
+   * listeners serve (not the directories again: a directory that changed
+   * meanwhile must not give one port two poems).
    * @throws {PoetryError} the first worker's start-up error (all are stopped).
    */
-  static async start(
-    count: number,
-    server: PoetryServer,
-    init: Omit<WorkerInit, "ports" | "caps">,
-  ): Promise<WorkerPool> {
+  async join(server: PoetryServer, init: Omit<WorkerInit, "ports" | "caps">): Promise<void> {
+    const configured = init.options.listeners ?? [];
+    const positional = server.listeners.length - configured.length;
+    const paths = server.listeners.map((l) => l.poem.path);
     const full: WorkerInit = {
       ...init,
-      options: { ...init.options, observer: undefined },
+      poems: paths.slice(0, positional),
+      options: {
+        ...init.options,
+        observer: undefined,
+        listeners: init.options.listeners &&
+          configured.map((l, i) => ({ ...l, poem: paths[positional + i] })),
+      },
       ports: server.listeners.map((l) => l.addr.port),
       caps: server.caps,
     };
-    // Numbered from 2: the main thread is worker 1.
-    const threads = Array.from({ length: count }, (_, i) => new WorkerThread(i + 2, full));
     try {
-      await Promise.all(threads.map((t) => t.started));
+      await Promise.all(this.#threads.map((t) => t.start(full)));
     } catch (err) {
-      for (const thread of threads) thread.terminate();
+      this.terminate();
       throw err;
     }
-    return new WorkerPool(threads);
+  }
+
+  /** Ends every worker at once, transfers and all. */
+  terminate(): void {
+    for (const thread of this.#threads) thread.terminate();
   }
 
   /**

@@ -138,7 +138,8 @@ Deno.test({
     const poems = await makePoems({ "p.txt": "shared port\n" });
     const options = { iface: "127.0.0.1", reusePort: true };
     const server = await serve([poems.path("p.txt")], options);
-    const pool = await WorkerPool.start(1, server, {
+    const pool = await WorkerPool.spawn(1);
+    await pool.join(server, {
       poems: [poems.path("p.txt")],
       options,
       log: { level: "error" },
@@ -172,8 +173,9 @@ Deno.test({
     try {
       // The poem is gone by the time the worker loads it.
       await Deno.remove(poems.path("p.txt"));
+      const pool = await WorkerPool.spawn(1);
       await assert.rejects(
-        WorkerPool.start(1, server, {
+        pool.join(server, {
           poems: [poems.path("p.txt")],
           options,
           log: { level: "error" },

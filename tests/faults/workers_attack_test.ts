@@ -1,7 +1,8 @@
-// Attack tests for `--workers N`: what a hostile tester found after the
-// workers landed, each over real TCP against the real server. The ones marked
-// "FAILS today:" are ignored (to keep CI green) until fixed; the others held
-// up and stay as guards. Linux only (SO_REUSEPORT, ulimit, Python for resets).
+// Attack tests for `--workers N`: what a hostile tester tried after the
+// workers landed, each over real TCP against the real server. Those marked
+// "Found, fixed:" failed then (the comment says what was seen); the others
+// held up and stay as guards. Linux only (SO_REUSEPORT, ulimit, Python for
+// resets).
 
 import assert from "node:assert/strict";
 import {
@@ -20,9 +21,9 @@ import {
 const linux = Deno.build.os === "linux";
 const decoder = new TextDecoder();
 
-/** An attack test; `failsToday` ignores it (see its "FAILS today:" comment). */
-function attackTest(name: string, fn: () => Promise<void>, failsToday = false): void {
-  Deno.test({ name: `workers attack: ${name}`, ignore: !linux || failsToday, fn });
+/** An attack test (Linux only). */
+function attackTest(name: string, fn: () => Promise<void>): void {
+  Deno.test({ name: `workers attack: ${name}`, ignore: !linux, fn });
 }
 
 /** Outcomes of the per-connection records in a server's stderr. */
@@ -91,7 +92,7 @@ async function readAll(conn: Deno.Conn): Promise<Uint8Array | null> {
   return concat(parts);
 }
 
-// FAILS today: the main thread listens and serves clients from the moment
+// Found, fixed: the main thread listens and serves clients from the moment
 // its own listeners are up, but the stop handlers go in (runAsService) only
 // once every worker has started, which takes 0.1 s with 2 workers and 14 s
 // with 64 here. A SIGTERM in that window takes its default action: seen,
@@ -99,6 +100,8 @@ async function readAll(conn: Deno.Conn): Promise<Uint8Array | null> {
 // its first 100 bytes, SIGTERM at once: the process died of the signal (exit
 // 143), no drain, no summary, the client cut off. `--workers 1` drains and
 // exits 0 in the same test.
+// Now: SIGINT/SIGTERM are held from before the first listener serves until
+// the service's handlers are in, then drain.
 attackTest(
   "a SIGTERM while the workers start, with a client already served, drains and exits 0",
   async () => {
@@ -141,10 +144,9 @@ attackTest(
       await poems.cleanup();
     }
   },
-  true,
 );
 
-// FAILS today: each worker lists a POEM directory itself, after the main
+// Found, fixed: each worker lists a POEM directory itself, after the main
 // thread did. A deploy that adds a.txt and removes c.txt in between (seen: a
 // write and an unlink right after the main thread's "Serving .../c.txt"
 // record) leaves the same number of poems, so nothing fails: the port of
@@ -153,6 +155,7 @@ attackTest(
 // the deleted "CCCC". stdout says "Serving .../b.txt on ...". A SIGHUP never
 // brings them together. (An edit of one poem in that window gives two
 // versions the same way, until the next reload.)
+// Now: the workers load the files the main thread serves, not the directory.
 attackTest(
   "a POEM directory that changes while the workers start never gives one port two poems",
   async () => {
@@ -186,10 +189,9 @@ attackTest(
       await poems.cleanup();
     }
   },
-  true,
 );
 
-// FAILS today: a worker's listener state holds the port it joined (the main
+// Found, fixed: a worker's listener state holds the port it joined (the main
 // thread's), while the --config listener says none (port 0). On SIGHUP the
 // worker's reconfigure compares 0 with, say, 38203, takes it for "changed
 // its port: needs a restart", keeps the old pace and faults, and says so only
@@ -197,6 +199,7 @@ attackTest(
 // Seen: after a SIGHUP that set num-bytes 14, delay 0.3, 11 of 20 fetches
 // took 0.3 s and 9 still came at once. With a fixed "port" every fetch is
 // paced.
+// Now: a listener keeps its configured port; a worker binds the main thread's.
 attackTest(
   "SIGHUP applies a --config listener's new pace in every worker, also with no fixed port",
   async () => {
@@ -227,14 +230,14 @@ attackTest(
       await poems.cleanup();
     }
   },
-  true,
 );
 
-// FAILS today: main.ts gives the workers `seed: cli.serve.seed ??
+// Found, fixed: main.ts gives the workers `seed: cli.serve.seed ??
 // randomSeed()`, over the seed combineConfig took from the file. Seen with
 // examples/poetry.jsonc ("seed": 42): `--workers 1` logs "(--seed 42)",
 // `--workers 2` logs "(--seed 468107439)", a new one each run: the faults no
 // longer repeat, against the README's promise of the same seed everywhere.
+// Now: the seed is the combined options' (file or command line), else random.
 attackTest("--workers keeps the --config file's seed", async () => {
   const poems = await makePoems({ "p.txt": "poem\n" });
   const config = poems.path("poetry.jsonc");
@@ -251,14 +254,15 @@ attackTest("--workers keeps the --config file's seed", async () => {
     await server.stop();
     await poems.cleanup();
   }
-}, true);
+});
 
-// FAILS today: workers log the categories the main thread speaks for
+// Found, fixed: workers log the categories the main thread speaks for
 // (poetry.server, poetry.config) at level error, so every error there comes
 // once from the main thread and once from each worker. Seen with --workers 4,
 // the poem deleted and the --config file broken, one SIGHUP: four "Could not
 // reload" and four "Could not re-read" records, identical but for the time.
 // The README: "one start-up record, written by the main thread".
+// Now: those categories are the main thread's alone; workers log none of them.
 attackTest("a poem that cannot be re-read is one error record, not one per worker", async () => {
   const poems = await makePoems({ "p.txt": "poem\n" });
   const server = await startServer(["--iface", "127.0.0.1", "--workers", "3", poems.path("p.txt")]);
@@ -273,9 +277,9 @@ attackTest("a poem that cannot be re-read is one error record, not one per worke
     await server.stop();
     await poems.cleanup();
   }
-}, true);
+});
 
-// FAILS today: workers multiply listening sockets (poems x workers), all
+// Found, fixed: workers multiply listening sockets (poems x workers), all
 // under the process's one open-file limit. When the limit runs out while a
 // worker loads its modules, Deno prints its own uncaught-error report (ANSI
 // colours, `error: Uncaught (in worker "") Import '.../worker_main.ts'
@@ -283,6 +287,8 @@ attackTest("a poem that cannot be re-read is one error record, not one per worke
 // panicked ... ext/io/lib.rs:315:47 ... stack backtrace"), exit 1. With a
 // slightly higher limit the same start ends in a clean "error: cannot listen
 // on ...: Too many open files". Never a stack trace, says the README.
+// Now: the workers load their modules before the main thread binds its
+// sockets, and a listen that runs out of files says to raise ulimit -n.
 attackTest(
   "an open-file limit too low for the workers ends in one error line, not a Deno panic",
   async () => {
@@ -305,7 +311,6 @@ attackTest(
       await poems.cleanup();
     }
   },
-  true,
 );
 
 // A listener with a reset-after fault accepts through node:net, where a
