@@ -30,9 +30,6 @@ import {
 } from "./lib/mod.ts";
 // Not in lib/mod.ts yet: the CLI's start-up is its only user so far.
 import { holdReloadSignals, holdStopSignals } from "./lib/service.ts";
-import { getLogger } from "@logtape/logtape";
-
-const log = getLogger(["poetry", "service"]);
 
 async function main(args: string[]): Promise<number> {
   // First of all: until a handler is in, SIGHUP ends the process, and loading
@@ -69,12 +66,6 @@ async function main(args: string[]): Promise<number> {
   // Held from before the first listener serves until the service's own
   // handlers are in: a stop while the workers start drains, not kills.
   const stops = many ? holdStopSignals() : undefined;
-  if (many && cli.workers > navigator.hardwareConcurrency) {
-    log.warning(
-      "--workers {workers} is more than the {cores} cores this process may use: more memory, not more speed.",
-      { workers: cli.workers, cores: navigator.hardwareConcurrency },
-    );
-  }
   const workers = many ? await WorkerPool.spawn(cli.workers - 1) : undefined;
   let server;
   try {

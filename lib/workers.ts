@@ -226,6 +226,13 @@ export class WorkerPool {
    * @throws {PoetryError} when a worker cannot start (all are stopped).
    */
   static async spawn(count: number): Promise<WorkerPool> {
+    const cores = navigator.hardwareConcurrency;
+    if (count + 1 > cores) {
+      log.warning(
+        "--workers {workers} is more than the {cores} cores this process may use: more memory, not more speed.",
+        { workers: count + 1, cores },
+      );
+    }
     // Numbered from 2: the main thread is worker 1.
     const threads = Array.from({ length: count }, (_, i) => new WorkerThread(i + 2));
     const pool = new WorkerPool(threads);
