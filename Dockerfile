@@ -32,7 +32,7 @@ USER 65532:65532
 EXPOSE 10000 9100
 # The poems are read from /poems when one is mounted, else the samples.
 # --allow-net names the one address the server listens on (both ports).
-ENTRYPOINT ["/bin/deno", "run", "--cached-only", "--allow-read=/app/poems,/poems", "--allow-net=0.0.0.0", "main.ts"]
+ENTRYPOINT ["/bin/deno", "run", "--cached-only", "--allow-read=/app/poems,/poems,/app/lib,/app/deno.json", "--allow-net=0.0.0.0", "main.ts"]
 CMD ["--iface", "0.0.0.0", "--port", "10000", "--admin", "0.0.0.0:9100", "--log-format", "json", "/app/poems"]
 # /healthz answers 503 while draining, so an orchestrator stops sending
 # clients as soon as a stop begins.

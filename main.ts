@@ -63,10 +63,10 @@ async function main(args: string[]): Promise<number> {
   const options = many
     ? { ...combined, reusePort: true, seed: combined.seed ?? randomSeed() }
     : combined;
-  // Held from before the first listener serves until the service's own
-  // handlers are in: a stop while the workers start drains, not kills.
-  const stops = many ? holdStopSignals() : undefined;
   const workers = many ? await WorkerPool.spawn(cli.workers - 1) : undefined;
+  // Held from just before the first listener serves until the service's own
+  // handlers are in: a stop while the workers join drains, not kills.
+  const stops = many ? holdStopSignals() : undefined;
   let server;
   try {
     server = await serve(poems, { ...options, observer: metrics ?? stats });

@@ -84,8 +84,9 @@ export function holdReloadSignals(): HeldSignals {
  * Holds SIGINT and SIGTERM from now until {@linkcode runAsService} is in,
  * which then drains as for a stop that came after: for the moment between
  * the first listener serving and the service's handlers (`--workers`
- * starting), when the default action would kill transfers in flight. Does
- * nothing on Windows.
+ * starting), when the default action would kill transfers in flight. A
+ * second one a second or more after the first exits at once (code 1), as
+ * it does once serving. Does nothing on Windows.
  *
  * @example
  * ```ts
@@ -97,14 +98,27 @@ export function holdReloadSignals(): HeldSignals {
  * ```
  */
 export function holdStopSignals(): HeldSignals {
-  return holdSignals(["SIGINT", "SIGTERM"]);
+  // As once serving: another stop a second or more after the first is
+  // "stop at once", not one more to hold.
+  let first: number | undefined;
+  return holdSignals(["SIGINT", "SIGTERM"], () => {
+    const now = performance.now();
+    if (first === undefined) first = now;
+    else if (now - first >= SAME_STOP_MS) {
+      log.warning("Second signal while starting: exiting without waiting.");
+      flushLogs(300).finally(() => Deno.exit(1));
+    }
+  });
 }
 
-function holdSignals(signals: Deno.Signal[]): HeldSignals {
+function holdSignals(signals: Deno.Signal[], onEach?: () => void): HeldSignals {
   if (Deno.build.os === "windows") return { release: () => [] };
   const seen = new Set<Deno.Signal>();
   const holds = signals.map((signal) => {
-    const hold = () => seen.add(signal);
+    const hold = () => {
+      seen.add(signal);
+      onEach?.();
+    };
     Deno.addSignalListener(signal, hold);
     return [signal, hold] as const;
   });

@@ -15,7 +15,7 @@ const log = getLogger(["poetry", "listener"]);
 /**
  * How long one wait for a slot lasts before the count is looked at again.
  * A release notifies every waiter, so this only bounds a wake-up lost to a
- * race.
+ * race (a release between the look at the count and the wait).
  */
 const RECHECK_MS = 1000;
 
@@ -57,29 +57,44 @@ export class SharedGate extends ConnectionGate {
   override async reserve(signal?: AbortSignal): Promise<boolean> {
     const count = this.#count;
     const i = this.#index;
-    let gaveUp: Promise<void> | undefined;
-    while (!signal?.aborted) {
-      const open = Atomics.load(count, i);
-      if (open < this.max) {
-        if (Atomics.compareExchange(count, i, open, open + 1) !== open) continue;
-        if (open + 1 === this.max) {
-          log.info("At the cap of {max} transfers; the next client waits for one to end.", {
-            max: this.max,
-          });
+    // One listener for the whole wait, removed at the end, and a fresh
+    // promise per round that the abort, the notify or the re-check settles:
+    // nothing is left behind on a signal that lives as long as its listener.
+    let wake: (() => void) | undefined;
+    const onAbort = () => wake?.();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    let waited = false;
+    try {
+      while (!signal?.aborted) {
+        const open = Atomics.load(count, i);
+        if (open < this.max) {
+          if (Atomics.compareExchange(count, i, open, open + 1) !== open) continue;
+          // Logged when the cap is reached, not at each hand-over after.
+          if (open + 1 === this.max && !waited) {
+            log.info("At the cap of {max} transfers; the next client waits for one to end.", {
+              max: this.max,
+            });
+          }
+          return true;
         }
-        return true;
+        const wait = Atomics.waitAsync(count, i, open, RECHECK_MS);
+        if (!wait.async) continue;
+        waited = true;
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          wait.value.then(() => resolve());
+          // A Deno timer beside the wait: a pending waitAsync alone does not
+          // keep Deno's event loop alive.
+          timer = setTimeout(resolve, RECHECK_MS);
+        });
+        clearTimeout(timer);
+        wake = undefined;
       }
-      const wait = Atomics.waitAsync(count, i, open);
-      if (!wait.async) continue;
-      if (signal) gaveUp ??= aborted(signal);
-      // A Deno timer beside the wait: a pending waitAsync alone does not
-      // keep Deno's event loop alive, and its wake-up runs only on a turn.
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const recheck = new Promise<void>((resolve) => timer = setTimeout(resolve, RECHECK_MS));
-      await Promise.race([wait.value, recheck, ...(gaveUp ? [gaveUp] : [])]);
-      clearTimeout(timer);
+      return false;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
     }
-    return false;
   }
 
   /** Gives a slot back and wakes the waiters of every worker. */
@@ -87,10 +102,4 @@ export class SharedGate extends ConnectionGate {
     Atomics.sub(this.#count, this.#index, 1);
     Atomics.notify(this.#count, this.#index);
   }
-}
-
-function aborted(signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) =>
-    signal.addEventListener("abort", () => resolve(), { once: true })
-  );
 }

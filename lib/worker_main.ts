@@ -39,6 +39,13 @@ self.addEventListener("unhandledrejection", (event) => {
   event.preventDefault();
   log.error("Unexpected error, worker keeps running: {error}", { error: String(event.reason) });
 });
+// And an exception thrown in a callback: unhandled, Deno would print its
+// own report with a stack trace to stderr (around the log) and end the
+// worker, taking the slots it holds in the shared caps with it.
+self.addEventListener("error", (event) => {
+  event.preventDefault();
+  log.error("Unexpected error, worker keeps running: {error}", { error: String(event.error) });
+});
 
 self.onmessage = async ({ data }: MessageEvent<ToWorker>) => {
   if (data.type === "start") return await start(data.init);
@@ -99,13 +106,16 @@ async function answer(what: string, arg: unknown): Promise<unknown> {
       await flushLogs(LOG_FLUSH_MS);
       return summary;
     }
-    case "reload":
+    case "reload": {
+      // The outcome goes back: the main thread speaks for the workers, and
+      // says so when one could not read what it could.
+      const before = running.reloads.failed;
       if (init?.config) await reloadConfig(running, init.config.path, init.config.commandLine);
       else await running.reload();
-      return undefined;
+      return running.reloads.failed - before;
+    }
     case "reloadPoem":
-      await running.reloadPoem(running.listeners[arg as number].poem);
-      return undefined;
+      return (await running.reloadPoem(running.listeners[arg as number].poem)) === "failed" ? 1 : 0;
     case "snapshot":
       return stats!.snapshot(running);
     case "families":

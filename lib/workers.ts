@@ -18,7 +18,7 @@
 
 import { getLogger } from "@logtape/logtape";
 import type { StatusReport } from "./admin.ts";
-import { PoetryError } from "./errors.ts";
+import { PoetryError, UsageError } from "./errors.ts";
 import { type LogOptions, writeForwarded } from "./log.ts";
 import type { MetricFamily } from "./metrics.ts";
 import type { OtherDrains, PoetryServer, ServeOptions, ShutdownSummary } from "./server.ts";
@@ -184,6 +184,8 @@ class WorkerThread {
   terminate(): void {
     this.#alive = false;
     this.#worker.terminate();
+    for (const settle of this.#pending.values()) settle(undefined);
+    this.#pending.clear();
   }
 
   #send(message: ToWorker): void {
@@ -219,17 +221,36 @@ export class WorkerPool {
 
   /**
    * Starts `count` workers and waits until each has loaded its modules;
-   * {@linkcode WorkerPool.join} then has them serve. Started before the main
-   * thread binds its listeners, they load while it loads the poems, and with
-   * files to spare: a worker that cannot open its own modules (no file
-   * descriptors left) takes Deno down with a panic, not an error.
+   * {@linkcode WorkerPool.join} then has them serve. Call it before the main
+   * thread binds its listeners, while there are files to spare: a worker that
+   * cannot open its own modules (no file descriptors left) takes Deno down
+   * with a panic, not an error.
    * @throws {PoetryError} when a worker cannot start (all are stopped).
    */
   static async spawn(count: number): Promise<WorkerPool> {
+    // Under `deno run` a worker's modules are read like any file (the main
+    // thread's are not): lib/ and the deno.json that lib/version.ts imports.
+    // Without the permission Deno fails the worker with its own
+    // uncaught-error report. A compiled binary carries them and needs none.
+    if (!Deno.build.standalone && import.meta.url.startsWith("file:")) {
+      const needed = [new URL(".", import.meta.url), new URL("../deno.json", import.meta.url)]
+        .map((url) => decodeURIComponent(url.pathname).replace(/\/$/, ""));
+      const missing = needed.filter((path) =>
+        Deno.permissions.querySync({ name: "read", path }).state !== "granted"
+      );
+      if (missing.length > 0) {
+        throw new UsageError(
+          `workers need read access to the program's code: ${missing.join(" and ")}`,
+          `add ${missing.length > 1 ? "them" : "it"} to --allow-read, e.g. --allow-read=poems,${
+            needed.join(",")
+          }`,
+        );
+      }
+    }
     const cores = navigator.hardwareConcurrency;
     if (count + 1 > cores) {
       log.warning(
-        "--workers {workers} is more than the {cores} cores this process may use: more memory, not more speed.",
+        "{workers} workers are more than the {cores} cores this process may use: more memory, not more speed.",
         { workers: count + 1, cores },
       );
     }
@@ -288,18 +309,41 @@ export class WorkerPool {
   shutdown(drainTimeout: number): OtherDrains {
     const inFlight = Promise.all(this.#threads.map((t) => t.ask<number>("stop", drainTimeout)))
       .then((counts) => counts.reduce((sum: number, n) => sum + (n ?? 0), 0));
-    const done = inFlight.then(() => this.#all<ShutdownSummary>("summary"));
+    // Drained, a worker has nothing left to do: its thread ends with its summary.
+    const done = inFlight.then(() => this.#all<ShutdownSummary>("summary")).finally(() =>
+      this.terminate()
+    );
     return { inFlight, done };
   }
 
   /** Has every worker re-read its poems (and `--config`); resolves when all did. */
   async reload(): Promise<void> {
-    await this.#all("reload");
+    this.#reportFailures(await this.#each<number>("reload"));
   }
 
   /** Has every worker re-read the poem of listener `index`. */
   async reloadPoem(index: number): Promise<void> {
-    await this.#all("reloadPoem", index);
+    this.#reportFailures(await this.#each<number>("reloadPoem", index));
+  }
+
+  // A worker's poems are its own reads of the files: one that failed keeps
+  // serving its old version while the main thread may have the new one.
+  #reportFailures(failures: [WorkerThread, number | undefined][]): void {
+    for (const [thread, failed] of failures) {
+      if (!failed) continue;
+      log.warning(
+        "Worker {number} could not re-read {failed} poems and keeps their old versions; SIGHUP tries again.",
+        { number: thread.number, failed },
+      );
+    }
+  }
+
+  async #each<T>(what: WorkerRequest, arg?: unknown): Promise<[WorkerThread, T | undefined][]> {
+    return await Promise.all(
+      this.#threads.map(async (t) =>
+        [t, await t.ask<T>(what, arg)] as [WorkerThread, T | undefined]
+      ),
+    );
   }
 
   /** Each worker's totals. */

@@ -42,12 +42,15 @@ Deno.test("shared gate: a slot freed in a worker wakes a wait in this thread", a
   const counters = new SharedArrayBuffer(4);
   const gate = new SharedGate(1, counters, 0);
   assert.equal(await gate.reserve(), true);
-  // The worker releases the slot the way SharedGate.release does.
+  // The worker releases the slot the way SharedGate.release does, 100 ms
+  // later, and posts nothing back: only the notify can wake this thread
+  // before the gate's own 1 s re-check.
   const source = `self.onmessage = ({ data }) => {
-    const count = new Int32Array(data);
-    Atomics.sub(count, 0, 1);
-    Atomics.notify(count, 0);
-    self.postMessage("released");
+    setTimeout(() => {
+      const count = new Int32Array(data);
+      Atomics.sub(count, 0, 1);
+      Atomics.notify(count, 0);
+    }, 100);
   };`;
   const url = `data:application/javascript,${encodeURIComponent(source)}`;
   const worker = new Worker(url, { type: "module" });

@@ -490,13 +490,14 @@ attackTest(
       }));
       assert.equal(wrong, 0);
       server.drainStderr();
-      const stderr = await server.waitForStderr(/Dropped \d+ log records/, 10_000);
+      await server.waitForStderr(/Dropped \d+ log records/, 10_000);
       const status = await server.stop();
       assert.equal(status.code, 0);
       const text = server.stderr();
       const lines = text.split("\n").slice(0, -1);
       assert.deepEqual(lines.filter((line) => !RECORD.test(line)), []);
-      const dropped = [...stderr.matchAll(/Dropped (\d+) log records/g)]
+      // Counted from all of stderr: a later batch may report more drops.
+      const dropped = [...text.matchAll(/Dropped (\d+) log records/g)]
         .reduce((n, m) => n + Number(m[1]), 0);
       const records = outcomes(text).length;
       assert.match(text, new RegExp(`Shut down: ${total} completed`));

@@ -39,11 +39,16 @@ Deno.test({
   const healthcheck = here(execForm(/^HEALTHCHECK [^\n]*\\\n\s*CMD (\[.*\])$/m));
   // The image's permissions: exactly these, no more.
   assert.deepEqual(entrypoint.filter((a) => a.startsWith("--allow")), [
-    `--allow-read=${ROOT}/poems,/poems`,
+    // The workers' code too, for a CMD with --workers.
+    `--allow-read=${ROOT}/poems,/poems,${ROOT}/lib,${ROOT}/deno.json`,
     "--allow-net=127.0.0.1",
   ]);
   const poems = [...Deno.readDirSync(`${ROOT}/poems`)].length;
-  const server = await startServer(cmd, { command: entrypoint, listeners: poems });
+  // With --workers 2: the image's permissions must let the workers start.
+  const server = await startServer([...cmd, "--workers", "2"], {
+    command: entrypoint,
+    listeners: poems,
+  });
   const probe = async () => {
     const [command, ...args] = healthcheck;
     const { code } = await new Deno.Command(command, { args, cwd: ROOT, stderr: "null" }).output();

@@ -206,6 +206,9 @@ Deno.test({
         return got !== "waiting";
       }));
       assert.equal(started.filter(Boolean).length, 4);
+      // "At the cap" when it is reached, not at every hand-over of a slot.
+      const atCap = server.stderr().split("\n").filter((l) => l.includes("At the cap"));
+      assert.ok(atCap.length <= 2, atCap.join("\n"));
     } finally {
       for (const conn of conns) conn.close();
       await server.stop();
@@ -301,10 +304,21 @@ Deno.test({
   ignore: !linux,
   async fn() {
     const poems = await makePoems({ "p.txt": POEM });
-    const server = await startServer(["--iface", "127.0.0.1", "--workers", "auto", poems.dir]);
+    const server = await startServer([
+      "--iface",
+      "127.0.0.1",
+      "--workers",
+      "auto",
+      "--admin",
+      "127.0.0.1:0",
+      poems.dir,
+    ]);
     try {
       assert.equal(server.lines.length, 1);
       for (const body of await fetchMany(server.addresses[0], 40)) assert.deepEqual(body, BYTES);
+      // One worker per core this process may use (two here); one core: no list.
+      const report = await status(await adminUrl(server));
+      assert.equal(report.workers?.length ?? 1, navigator.hardwareConcurrency);
       assert.equal((await server.stop()).code, 0);
       assert.match(server.stderr(), /Shut down: 40 completed/);
     } finally {
@@ -344,5 +358,34 @@ Deno.test({
     const { code, stderr } = await runServer(["--workers", "2", "--samples"]);
     assert.equal(code, 2);
     assert.match(stderr, /^error: --workers 2 needs Linux \(SO_REUSEPORT\)/);
+  },
+});
+
+Deno.test({
+  name:
+    "--workers under a --allow-read that leaves out the workers' code: one line saying so, exit 2",
+  ignore: !linux,
+  async fn() {
+    const poems = await makePoems({ "p.txt": POEM });
+    try {
+      const { code, stderr } = await runServer([
+        "--iface",
+        "127.0.0.1",
+        "--workers",
+        "2",
+        poems.dir,
+      ], {
+        command: [Deno.execPath(), "run", "--allow-net", `--allow-read=${poems.dir}`, "main.ts"],
+      });
+      assert.equal(code, 2, stderr);
+      assert.match(
+        stderr,
+        /^error: workers need read access to the program's code: \S+\/lib and \S+\/deno\.json\n/,
+      );
+      assert.match(stderr, /\n {2}add them to --allow-read, e\.g\. --allow-read=poems,\S+\/lib,/);
+      assert.doesNotMatch(stderr, /Uncaught|\u001b\[/);
+    } finally {
+      await poems.cleanup();
+    }
   },
 });
