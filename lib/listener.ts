@@ -46,6 +46,18 @@ const SWEEP_MS = 500;
 export type TransferCounts = Record<Outcome | "denied", number>;
 
 /**
+ * The keys of {@linkcode TransferCounts}, in the order the summary and the
+ * stats record name them.
+ *
+ * @example
+ * ```ts
+ * import { COUNTED } from "./listener.ts";
+ * console.log(COUNTED.join(", ")); // completed, client left, ..., denied
+ * ```
+ */
+export const COUNTED: readonly (keyof TransferCounts)[] = [...OUTCOMES, "denied"];
+
+/**
  * Counts of zero for every outcome.
  *
  * @example
@@ -55,7 +67,7 @@ export type TransferCounts = Record<Outcome | "denied", number>;
  * ```
  */
 export function emptyCounts(): TransferCounts {
-  return Object.fromEntries([...OUTCOMES, "denied"].map((key) => [key, 0])) as TransferCounts;
+  return Object.fromEntries(COUNTED.map((key) => [key, 0])) as TransferCounts;
 }
 
 /** What a listener needs besides its socket and poem. */

@@ -24,6 +24,7 @@ export { fetchPoem, parseAddress, type PoemAddress } from "./client.ts";
 export { EXIT_RUNTIME, EXIT_USAGE, PoetryError, StartupError, UsageError } from "./errors.ts";
 export {
   ConnectionGate,
+  COUNTED,
   emptyCounts,
   formatAddress,
   PoemListener,

@@ -10,6 +10,7 @@ import { AccessList } from "./access.ts";
 import { StartupError, UsageError } from "./errors.ts";
 import {
   ConnectionGate,
+  COUNTED,
   emptyCounts,
   formatAddress,
   PoemListener,
@@ -17,7 +18,6 @@ import {
   type TransferCounts,
   type TransferObserver,
 } from "./listener.ts";
-import { OUTCOMES } from "./sender.ts";
 import { type Pace, PaceWheel } from "./pace.ts";
 import { loadPoems, Poem } from "./poem.ts";
 import { type Fault, ListenerFaults, parseFault, randomSeed } from "./faults.ts";
@@ -510,24 +510,18 @@ export class PoetryServer {
     const cut = await Promise.all(this.listeners.map((l) => l.drain(drainTimeout)));
     await Promise.all(this.#serving);
     for (const wheel of this.#wheels.values()) wheel.clear();
-    const own: ShutdownSummary = {
-      ...emptyCounts(),
-      acceptErrors: 0,
-      badProxyHeaders: 0,
-      timedOut: cut.some((n) => n > 0),
-    };
-    for (const listener of this.listeners) {
-      for (const [key, n] of Object.entries(listener.counts)) {
-        own[key as keyof TransferCounts] += n;
-      }
-      own.acceptErrors += listener.acceptErrors;
-      own.badProxyHeaders += listener.badProxyHeaders;
-    }
-    const summary = addSummaries([own, ...(others ? await others.done : [])]);
+    const summary = addSummaries([
+      ...this.listeners.map((l) => ({
+        ...l.counts,
+        acceptErrors: l.acceptErrors,
+        badProxyHeaders: l.badProxyHeaders,
+        timedOut: false,
+      })),
+      ...(others ? await others.done : []),
+    ]);
+    summary.timedOut ||= cut.some((n) => n > 0);
     // The same words as the per-connection records.
-    const totals = [...OUTCOMES, "denied"].map((key) =>
-      `${summary[key as keyof TransferCounts]} ${key}`
-    );
+    const totals = COUNTED.map((key) => `${summary[key]} ${key}`);
     if (this.listeners.some((l) => l.proxyProtocol)) {
       totals.push(`${summary.badProxyHeaders} bad PROXY header`);
     }
@@ -575,7 +569,7 @@ export function addSummaries(summaries: ShutdownSummary[]): ShutdownSummary {
     timedOut: false,
   };
   for (const summary of summaries) {
-    for (const key of [...OUTCOMES, "denied"] as const) total[key] += summary[key];
+    for (const key of COUNTED) total[key] += summary[key];
     total.acceptErrors += summary.acceptErrors;
     total.badProxyHeaders += summary.badProxyHeaders;
     total.timedOut ||= summary.timedOut;

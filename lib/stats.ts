@@ -7,9 +7,9 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { formatAddress, type PoemListener, type TransferObserver } from "./listener.ts";
+import { COUNTED, formatAddress, type PoemListener, type TransferObserver } from "./listener.ts";
 import { connectionTrace, droppedLogRecords } from "./log.ts";
-import { OUTCOMES, type PoemSender, type SendResult } from "./sender.ts";
+import type { PoemSender, SendResult } from "./sender.ts";
 import type { PoetryServer } from "./server.ts";
 
 const log = getLogger(["poetry", "stats"]);
@@ -112,7 +112,7 @@ export class ServerStats implements TransferObserver {
       uptimeSeconds: Math.round((performance.now() - this.since) / 1000),
     };
     for (const listener of server.listeners) {
-      for (const key of [...OUTCOMES, "denied"] as const) snapshot[key] += listener.counts[key];
+      for (const key of COUNTED) snapshot[key] += listener.counts[key];
       snapshot.sentBytes += this.sentBy(listener);
       snapshot.inFlight += listener.activeCount;
       snapshot.acceptErrors += listener.acceptErrors;
@@ -145,7 +145,7 @@ export function addSnapshots(own: StatsSnapshot, workers: StatsSnapshot[]): Stat
   return total;
 }
 
-const ADDED = [...OUTCOMES, "denied", "sentBytes", "inFlight", "acceptErrors"] as const;
+const ADDED = [...COUNTED, "sentBytes", "inFlight", "acceptErrors"] as const;
 
 /**
  * Writes one stats record to the log: totals since start, in the words of
@@ -168,12 +168,11 @@ export function logStats(
   workers: StatsSnapshot[] = [],
 ): void {
   const snapshot = addSnapshots(stats.snapshot(server), workers);
-  const outcomes = [...OUTCOMES, "denied"] as const;
   log.info(
     "Stats: {outcomes}; {sentBytes} bytes sent; {inFlight} in flight; " +
       "{acceptErrors} accept errors; {droppedLogRecords} log records dropped; up {uptimeSeconds} s.",
     {
-      outcomes: outcomes.map((key) => `${snapshot[key]} ${key}`).join(", "),
+      outcomes: COUNTED.map((key) => `${snapshot[key]} ${key}`).join(", "),
       ...snapshot,
     },
   );
