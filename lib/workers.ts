@@ -361,8 +361,9 @@ export class WorkerPool {
     return this.#all<StatusReport>("status");
   }
 
+  /** The answers of the workers that gave one. */
   async #all<T>(what: WorkerRequest, arg?: unknown): Promise<T[]> {
-    const answers = await Promise.all(this.#threads.map((t) => t.ask<T>(what, arg)));
+    const answers = (await this.#each<T>(what, arg)).map(([, answer]) => answer);
     return answers.filter((a): a is Awaited<T> => a !== undefined) as T[];
   }
 }
