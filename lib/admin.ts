@@ -12,8 +12,15 @@
 
 import { getLogger } from "@logtape/logtape";
 import { StartupError, UsageError } from "./errors.ts";
-import { formatAddress } from "./listener.ts";
-import { addFamilies, exposition, EXPOSITION_CONTENT_TYPE, type PoetryMetrics } from "./metrics.ts";
+import { formatAddress } from "./accept.ts";
+import { HttpServer } from "./http_server.ts";
+import {
+  addFamilies,
+  exposition,
+  EXPOSITION_CONTENT_TYPE,
+  type MetricFamily,
+  type PoetryMetrics,
+} from "./metrics.ts";
 import type { Pace } from "./pace.ts";
 import type { PoetryServer } from "./server.ts";
 import { addSnapshots, type StatsSnapshot } from "./stats.ts";
@@ -44,6 +51,8 @@ export interface AdminOptions {
   hostname: string;
   /** Port; 0 lets the system choose (the log line says which). */
   port: number;
+  /** Host names answered besides its address, IP literals and `localhost` (`--admin-name`). */
+  names?: string[];
   /** The server's metrics: the observer it was started with. */
   metrics: PoetryMetrics;
   /** The server's pace, shown on the status page; fast mode when absent. */
@@ -133,10 +142,10 @@ export interface StatusReport {
 export class AdminEndpoint {
   /** The address it listens on. */
   readonly addr: Deno.NetAddr;
-  readonly #http: Deno.HttpServer<Deno.NetAddr>;
+  readonly #http: HttpServer;
   readonly #stopClock: () => void;
 
-  private constructor(http: Deno.HttpServer<Deno.NetAddr>, metrics: PoetryMetrics) {
+  private constructor(http: HttpServer, metrics: PoetryMetrics) {
     this.#http = http;
     this.addr = http.addr;
     // Start times to a tenth of a second are plenty for the status page.
@@ -149,12 +158,10 @@ export class AdminEndpoint {
    * @throws {UsageError} when `--allow-net` does not cover the address.
    */
   static start(server: PoetryServer, options: AdminOptions): AdminEndpoint {
-    const handler = (request: Request) => respond(request, server, options);
-    let http: Deno.HttpServer<Deno.NetAddr>;
+    let http: HttpServer | undefined;
+    const handler = (request: Request) => respond(request, server, options, http!);
     try {
-      // onListen replaces Deno.serve's own "Listening on" line, which would
-      // go to stdout, where only the Serving lines belong.
-      http = Deno.serve({ hostname: options.hostname, port: options.port, onListen() {} }, handler);
+      http = HttpServer.listen({ ...options, who: "Admin endpoint" }, handler, log);
     } catch (err) {
       throw explainListenError(err, options);
     }
@@ -165,7 +172,12 @@ export class AdminEndpoint {
     return endpoint;
   }
 
-  /** Stops listening; requests under way finish first. */
+  /** The HTTP server's counts, for the metrics. */
+  get http(): HttpServer {
+    return this.#http;
+  }
+
+  /** Stops listening; requests under way get a second to finish, then every connection is closed. */
   shutdown(): Promise<void> {
     this.#stopClock();
     return this.#http.shutdown();
@@ -263,6 +275,7 @@ async function respond(
   request: Request,
   server: PoetryServer,
   options: AdminOptions,
+  http: HttpServer,
 ): Promise<Response> {
   const { pathname } = new URL(request.url);
   if (request.method !== "GET" && request.method !== "HEAD") {
@@ -271,7 +284,7 @@ async function respond(
   const noStore = { "cache-control": "no-store" };
   switch (pathname) {
     case "/metrics":
-      return new Response(await metricsText(server, options), {
+      return new Response(await metricsText(server, options, http), {
         headers: { "content-type": EXPOSITION_CONTENT_TYPE, ...noStore },
       });
     case "/healthz":
@@ -292,10 +305,39 @@ async function respond(
   }
 }
 
-async function metricsText(server: PoetryServer, options: AdminOptions): Promise<string> {
-  const own = options.metrics.families(server);
+async function metricsText(
+  server: PoetryServer,
+  options: AdminOptions,
+  http: HttpServer,
+): Promise<string> {
+  const own = [...options.metrics.families(server), ...httpFamilies(http)];
   if (!options.workers) return exposition(own);
   return exposition(addFamilies(own, await options.workers.families()));
+}
+
+/** The admin endpoint's own health: what its limits turned away. */
+function httpFamilies(http: HttpServer): MetricFamily[] {
+  return [
+    {
+      name: "poetry_admin_accept_errors_total",
+      help: "Accepts on the admin endpoint that failed (no descriptors, ...).",
+      type: "counter",
+      samples: [{ value: http.acceptErrors }],
+    },
+    {
+      name: "poetry_admin_rejected_requests_total",
+      help:
+        "Admin requests answered with an error before any handler (malformed, foreign Host, too large, too slow).",
+      type: "counter",
+      samples: [{ value: http.rejected }],
+    },
+    {
+      name: "poetry_admin_refused_connections_total",
+      help: "Admin connections closed at once because the endpoint's connection cap was reached.",
+      type: "counter",
+      samples: [{ value: http.overCap }],
+    },
+  ];
 }
 
 async function fullReport(server: PoetryServer, options: AdminOptions): Promise<StatusReport> {

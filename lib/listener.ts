@@ -8,6 +8,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
+import { Acceptor, formatAddress } from "./accept.ts";
 import { logRecord } from "./log.ts";
 import type { AccessList } from "./access.ts";
 import type { FaultyConn, ListenerFaults } from "./faults.ts";
@@ -19,17 +20,6 @@ import { type Outcome, OUTCOMES, PoemSender, type SendResult } from "./sender.ts
 const log = getLogger(["poetry", "listener"]);
 const connectionLog = getLogger(["poetry", "connection"]);
 
-/** First pause after accept ran out of resources; it doubles up to {@linkcode MAX_BACKOFF_MS}. */
-const MIN_BACKOFF_MS = 10;
-/** Longest pause between accept attempts while resources stay exhausted. */
-const MAX_BACKOFF_MS = 1000;
-/**
- * Accept errors that mean the process or system is out of something; only
- * these pause the accept loop. Anything else belongs to one connection (a
- * client that reset while it waited in the backlog makes accept fail with
- * ENOTCONN) and is skipped at once: a port scanner must not stall everyone.
- */
-const OUT_OF_RESOURCES = new Set(["EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"]);
 /** How often the listener checks its transfers' clocks. */
 const SWEEP_MS = 500;
 
@@ -237,12 +227,11 @@ export class PoemListener {
   readonly addr: Deno.NetAddr;
   /** Transfers so far, by outcome. */
   readonly counts: TransferCounts = emptyCounts();
-  /** Accepts that failed (a client gone before it was accepted, no descriptors left, ...). */
-  acceptErrors = 0;
   /** Connections closed for a missing, malformed or slow PROXY header. */
   badProxyHeaders = 0;
 
   readonly #listener: Deno.Listener;
+  readonly #acceptor: Acceptor;
   readonly #options: PoemListenerOptions;
   /**
    * Transfers in flight. A sender reports its end to a callback (no promise
@@ -263,6 +252,12 @@ export class PoemListener {
     this.poem = poem;
     this.addr = listener.addr as Deno.NetAddr;
     this.#options = options;
+    this.#acceptor = new Acceptor(listener, this.#closing.signal, log);
+  }
+
+  /** Accepts that failed (a client gone before it was accepted, no descriptors left, ...). */
+  get acceptErrors(): number {
+    return this.#acceptor.errors;
   }
 
   /** Connections being served now. */
@@ -339,42 +334,12 @@ export class PoemListener {
   }
 
   /**
-   * The accept loop. A bare `for await (const conn of listener)` ends on the
-   * first accept error; this skips errors that belong to one connection at
-   * once, backs off while resources are exhausted, and at the connection cap
+   * The accept loop (see {@linkcode Acceptor}); at the connection cap it
    * holds the accepted client until a slot frees.
    */
   async *#accepted(): AsyncGenerator<Deno.Conn> {
-    let backoff = MIN_BACKOFF_MS;
     const closing = this.#closing.signal;
-    while (!closing.aborted) {
-      let conn: Deno.Conn;
-      try {
-        conn = await this.#listener.accept();
-      } catch (err) {
-        if (closing.aborted) return;
-        this.acceptErrors++;
-        const error = err instanceof Error ? err.message : String(err);
-        // An error with no errno (a socket closed under the loop) backs off
-        // too: skipping it at once could spin for ever.
-        const code = (err as { code?: string }).code;
-        if (code && !OUT_OF_RESOURCES.has(code)) {
-          log.debug("A client on {address} was gone before it was accepted: {error}.", {
-            address: formatAddress(this.addr),
-            error,
-          });
-          continue;
-        }
-        log.warning("Accepting on {address} failed: {error}; retrying in {ms} ms.", {
-          address: formatAddress(this.addr),
-          error,
-          ms: backoff,
-        });
-        await new Promise((resolve) => setTimeout(resolve, backoff));
-        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
-        continue;
-      }
-      backoff = MIN_BACKOFF_MS;
+    for (let conn; (conn = await this.#acceptor.accept());) {
       if (this.#options.gate && !(await this.#options.gate.reserve(closing))) {
         // Shutting down while this client waited for a slot: it gets nothing.
         closeQuietly(conn);
@@ -518,19 +483,7 @@ export class PoemListener {
   }
 }
 
-/**
- * `host:port`, with IPv6 hosts in brackets.
- *
- * @example
- * ```ts
- * import { formatAddress } from "./listener.ts";
- * formatAddress({ transport: "tcp", hostname: "::1", port: 10001 }); // "[::1]:10001"
- * ```
- */
-export function formatAddress(addr: Deno.NetAddr): string {
-  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
-  return `${host}:${addr.port}`;
-}
+export { formatAddress };
 
 function closeQuietly(closer: { close(): void }): void {
   try {

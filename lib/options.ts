@@ -57,7 +57,7 @@ export interface CommandLine {
   /** Also serve the sample poems shipped with the program. @default {false} */
   samples: boolean;
   /** Where the admin endpoint (metrics, health, status page) listens; off when absent. */
-  admin?: { hostname: string; port: number };
+  admin?: { hostname: string; port: number; names?: string[] };
   /** Seconds between stats records in the log; 0 is off. @default {0} */
   statsInterval: number;
   /** A `--config` file declaring the listeners, each with its own settings. */
@@ -114,6 +114,8 @@ Options:
   --samples             also serve the sample poems shipped with the program
   --admin HOST:PORT     serve /metrics (Prometheus), /healthz, /status.json
                         and a live status page at / (default: off)
+  --admin-name NAME     a host name the admin endpoint answers to besides its
+                        address, IP literals and localhost (repeatable)
   --stats-interval SECS write a stats record to the log this often; 0 is off
                         (default: 0; SIGUSR1 writes one at any time)
   --log-level LEVEL     debug, info, warning or error (default: info)
@@ -173,6 +175,7 @@ const config = {
     watch: { type: "boolean" },
     samples: { type: "boolean" },
     admin: { type: "string" },
+    "admin-name": { type: "string", multiple: true },
     "stats-interval": { type: "string" },
     fault: { type: "string", multiple: true },
     seed: { type: "string" },
@@ -256,6 +259,13 @@ export function parseCommandLine(args: string[]): CommandLine {
   if (values.fault) serve.faults = values.fault.map((spec) => parseFault(spec));
   if (values.seed !== undefined) serve.seed = integer("--seed", values.seed, 0, 2 ** 32 - 1);
   if (values.admin !== undefined) cli.admin = hostAndPort("--admin", values.admin);
+  const names = values["admin-name"];
+  if (names !== undefined) {
+    if (!cli.admin) {
+      throw new UsageError("--admin-name needs --admin", "add e.g. --admin 127.0.0.1:9100");
+    }
+    cli.admin.names = names.map(hostName);
+  }
   cli.statsInterval = seconds("--stats-interval", values["stats-interval"]) ?? 0;
   cli.workers = workers(values.workers);
   return cli;
@@ -382,6 +392,21 @@ function hostAndPort(name: string, text: string): { hostname: string; port: numb
     );
   }
   return { hostname: match[1] ?? match[2], port };
+}
+
+// A DNS name as a Host header carries it: letters, digits, dots, hyphens.
+function hostName(text: string): string {
+  if (
+    !/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$/.test(
+      text,
+    )
+  ) {
+    throw new UsageError(
+      `--admin-name needs a host name, got '${text}'`,
+      "use e.g. --admin-name poetry.internal",
+    );
+  }
+  return text;
 }
 
 function cidrs(name: string, texts: string[] | undefined): string[] | undefined {

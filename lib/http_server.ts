@@ -1,0 +1,576 @@
+/**
+ * A small, hardened HTTP/1.1 server for the admin endpoint: its own loop over
+ * `Deno.listen`, not `Deno.serve`. `Deno.serve` (Deno 2.9.6) ends its accept
+ * loop on EMFILE, has no header or idle timeout and no connection cap, waits
+ * for ever on a client that never reads its answers, and prints a trace with
+ * a synchronous `console.error` when a handler throws (a malformed `Host`
+ * makes `new URL(request.url)` throw). node:http in Deno is built on the same
+ * machinery. The requests it must answer are few and small (GET, and short
+ * JSON bodies), so parsing them here is little code, and every limit is ours:
+ *
+ * - the accept loop is the poem port's ({@linkcode Acceptor}): it backs off
+ *   and retries when descriptors run out, and counts and logs each failure;
+ * - at most {@linkcode HttpLimits.maxConnections} connections, far below the
+ *   file limit (the rest get a 503 and are closed at once);
+ * - a header timeout, an idle keep-alive timeout, a body timeout and a write
+ *   timeout (a client that never reads is closed);
+ * - a limit on the request head and on the body;
+ * - only `Host` names that cannot be a DNS-rebinding attack: IP literals,
+ *   `localhost` and its subdomains, and names the operator adds;
+ * - every error goes through the log as one record; nothing writes to stderr.
+ *
+ * @module
+ */
+
+import type { Logger } from "@logtape/logtape";
+import { Acceptor, formatAddress } from "./accept.ts";
+
+/**
+ * Limits of {@linkcode HttpServer}; times in seconds.
+ *
+ * @example
+ * ```ts
+ * import type { HttpLimits } from "./http_server.ts";
+ * const strict: HttpLimits = { maxConnections: 16, headerTimeout: 2 };
+ * ```
+ */
+export interface HttpLimits {
+  /** Connections open at once; more get a 503 and are closed. @default {64} */
+  maxConnections?: number;
+  /** Seconds from a request's first byte (or the accept) to the end of its head. @default {10} */
+  headerTimeout?: number;
+  /** Seconds a kept-alive connection may wait for its next request. @default {5} */
+  idleTimeout?: number;
+  /** Seconds to receive a request's body. @default {10} */
+  bodyTimeout?: number;
+  /** Seconds a response may take to be written (a client that never reads). @default {10} */
+  writeTimeout?: number;
+  /** Bytes of request line and headers. @default {8192} */
+  maxHeadBytes?: number;
+  /** Bytes of a request body. @default {65536} */
+  maxBodyBytes?: number;
+}
+
+/**
+ * Where {@linkcode HttpServer} listens and whom it answers.
+ *
+ * @example
+ * ```ts
+ * import type { HttpServerOptions } from "./http_server.ts";
+ * const options: HttpServerOptions = { hostname: "127.0.0.1", port: 9100, names: ["poetry.lan"] };
+ * ```
+ */
+export interface HttpServerOptions extends HttpLimits {
+  /** Address to listen on. */
+  hostname: string;
+  /** Port; 0 lets the system choose. */
+  port: number;
+  /** `Host` names answered besides IP literals and `localhost`. @default {[]} */
+  names?: string[];
+  /** Names the server in its log records ("Admin endpoint"). @default {"HTTP"} */
+  who?: string;
+}
+
+/**
+ * Answers one request. `request.url` is always a valid URL; `peer` is the client.
+ *
+ * @example
+ * ```ts
+ * import type { HttpHandler } from "./http_server.ts";
+ * const hello: HttpHandler = () => new Response("hello\n");
+ * ```
+ */
+export type HttpHandler = (request: Request, peer: Deno.NetAddr) => Response | Promise<Response>;
+
+const DEFAULTS: Required<HttpLimits> = {
+  maxConnections: 64,
+  headerTimeout: 10,
+  idleTimeout: 5,
+  bodyTimeout: 10,
+  writeTimeout: 10,
+  maxHeadBytes: 8192,
+  maxBodyBytes: 65536,
+};
+
+/** How long requests under way may finish once shutdown begins. */
+const SHUTDOWN_GRACE_MS = 1000;
+
+// Reason phrases for the statuses sent; node:http's STATUS_CODES would load
+// the whole node:http polyfill at start-up for this table.
+const REASONS: Record<number, string> = {
+  200: "OK",
+  201: "Created",
+  204: "No Content",
+  400: "Bad Request",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  408: "Request Timeout",
+  409: "Conflict",
+  413: "Content Too Large",
+  421: "Misdirected Request",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  501: "Not Implemented",
+  503: "Service Unavailable",
+  505: "HTTP Version Not Supported",
+};
+
+/** A request that gets an error answer and the end of its connection. */
+class BadRequest extends Error {
+  constructor(readonly status: number, message: string) {
+    super(message);
+  }
+}
+
+/** The connection ended or timed out while a request was read. */
+class Gone extends Error {}
+
+/**
+ * The HTTP server; see the module doc.
+ *
+ * @example
+ * ```ts
+ * import { getLogger } from "@logtape/logtape";
+ * import { HttpServer } from "./http_server.ts";
+ * const server = HttpServer.listen(
+ *   { hostname: "127.0.0.1", port: 0 },
+ *   () => new Response("ok\n"),
+ *   getLogger(["example"]),
+ * );
+ * const response = await fetch(`http://127.0.0.1:${server.addr.port}/`);
+ * console.log(await response.text()); // "ok\n"
+ * await server.shutdown();
+ * ```
+ */
+export class HttpServer {
+  /** The address it listens on. */
+  readonly addr: Deno.NetAddr;
+  /** Requests refused before the handler saw them (bad, foreign `Host`, too large, timed out). */
+  rejected = 0;
+  /** Connections closed at once because {@linkcode HttpLimits.maxConnections} were open. */
+  overCap = 0;
+
+  readonly #listener: Deno.Listener;
+  readonly #acceptor: Acceptor;
+  readonly #closing = new AbortController();
+  readonly #limits: Required<HttpLimits>;
+  readonly #names: Set<string>;
+  readonly #who: string;
+  readonly #handler: HttpHandler;
+  readonly #log: Logger;
+  /** Open connections, each with whether a request is under way on it. */
+  readonly #open = new Map<Deno.Conn, { busy: boolean }>();
+  readonly #loop: Promise<void>;
+  #atCapLogged = false;
+
+  private constructor(
+    listener: Deno.Listener,
+    options: HttpServerOptions,
+    handler: HttpHandler,
+    log: Logger,
+  ) {
+    this.#listener = listener;
+    this.addr = listener.addr as Deno.NetAddr;
+    this.#who = options.who ?? "HTTP";
+    this.#acceptor = new Acceptor(listener, this.#closing.signal, log, this.#who);
+    this.#limits = { ...DEFAULTS };
+    for (const key of Object.keys(DEFAULTS) as (keyof HttpLimits)[]) {
+      if (options[key] !== undefined) this.#limits[key] = options[key];
+    }
+    this.#names = new Set((options.names ?? []).map(normalName));
+    this.#names.add(normalName(options.hostname));
+    this.#handler = handler;
+    this.#log = log;
+    this.#loop = this.#serve();
+  }
+
+  /**
+   * Listens and starts answering.
+   * @throws the `Deno.listen` error when it cannot listen.
+   */
+  static listen(options: HttpServerOptions, handler: HttpHandler, log: Logger): HttpServer {
+    const listener = Deno.listen({ hostname: options.hostname, port: options.port });
+    return new HttpServer(listener, options, handler, log);
+  }
+
+  /** Accepts that failed (see {@linkcode Acceptor}). */
+  get acceptErrors(): number {
+    return this.#acceptor.errors;
+  }
+
+  /** Connections open now. */
+  get connections(): number {
+    return this.#open.size;
+  }
+
+  /**
+   * Stops accepting, closes idle connections at once, gives requests under
+   * way a second to be answered, then closes whatever is left: a client that
+   * never reads cannot keep the process alive.
+   */
+  async shutdown(): Promise<void> {
+    if (!this.#closing.signal.aborted) {
+      this.#closing.abort();
+      closeQuietly(this.#listener);
+    }
+    for (const [conn, state] of this.#open) if (!state.busy) closeQuietly(conn);
+    const deadline = performance.now() + SHUTDOWN_GRACE_MS;
+    while (this.#open.size > 0 && performance.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    for (const conn of this.#open.keys()) closeQuietly(conn);
+    this.#open.clear();
+    await this.#loop;
+  }
+
+  async #serve(): Promise<void> {
+    for (let conn; (conn = await this.#acceptor.accept());) {
+      if (this.#open.size >= this.#limits.maxConnections) {
+        this.#refuseOverCap(conn);
+        continue;
+      }
+      this.#atCapLogged = false;
+      const state = { busy: false };
+      this.#open.set(conn, state);
+      this.#connection(conn, state).finally(() => {
+        this.#open.delete(conn);
+        closeQuietly(conn);
+      });
+    }
+  }
+
+  #refuseOverCap(conn: Deno.Conn): void {
+    this.overCap++;
+    if (!this.#atCapLogged) {
+      this.#atCapLogged = true;
+      this.#log.warning("{who}: {max} connections open; more are answered 503 and closed.", {
+        who: this.#who,
+        max: this.#limits.maxConnections,
+      });
+    }
+    // A fresh socket's buffer takes these few bytes at once; no wait.
+    conn.write(errorBytes(503, "too many connections; try again\n"))
+      .catch(() => {}).finally(() => closeQuietly(conn));
+  }
+
+  /** Reads requests and writes answers, one at a time, until either side ends. */
+  async #connection(conn: Deno.Conn, state: { busy: boolean }): Promise<void> {
+    const peer = conn.remoteAddr as Deno.NetAddr;
+    const input = new ConnInput(conn);
+    for (let first = true; !this.#closing.signal.aborted; first = false) {
+      let request: Request;
+      let keepAlive: boolean;
+      let head = false;
+      try {
+        ({ request, keepAlive } = await this.#read(input, first, state));
+        head = request.method === "HEAD";
+      } catch (err) {
+        if (err instanceof BadRequest) {
+          this.#reject(peer, err);
+          await this.#write(conn, errorBytes(err.status, `${err.message}\n`));
+        } else if (input.timedOut && input.buffered > 0) {
+          this.#reject(peer, new BadRequest(408, "header timeout"));
+          await this.#write(conn, errorBytes(408, "request timeout\n"));
+        }
+        return;
+      }
+      let response: Response;
+      try {
+        response = await this.#handler(request, peer);
+      } catch (err) {
+        this.#log.error("{who}: could not answer {method} {path}: {error}", {
+          who: this.#who,
+          method: request.method,
+          path: new URL(request.url).pathname,
+          error: String(err),
+        });
+        response = new Response("internal error\n", { status: 500 });
+      }
+      const last = !keepAlive || this.#closing.signal.aborted;
+      if (!(await this.#write(conn, await responseBytes(response, last, head))) || last) return;
+      state.busy = false;
+    }
+  }
+
+  /** One request: its head within the header timeout, its body within the body timeout. */
+  async #read(
+    input: ConnInput,
+    first: boolean,
+    state: { busy: boolean },
+  ): Promise<{ request: Request; keepAlive: boolean }> {
+    const limits = this.#limits;
+    // A kept-alive connection may idle; once a byte arrives, the head must follow.
+    if (!first && input.buffered === 0) {
+      if (!(await input.fill(limits.idleTimeout * 1000))) throw new Gone();
+    }
+    state.busy = true;
+    const end = await input.until(
+      [13, 10, 13, 10],
+      limits.maxHeadBytes,
+      limits.headerTimeout * 1000,
+    );
+    const head = parseHead(input.take(end));
+    const host = this.#checkHost(head);
+    const length = bodyLength(head.headers);
+    if (length > limits.maxBodyBytes) {
+      throw new BadRequest(413, `a body of at most ${limits.maxBodyBytes} bytes`);
+    }
+    const body = length > 0 ? await input.exactly(length, limits.bodyTimeout * 1000) : null;
+    const url = `http://${host}${head.target}`;
+    const request = new Request(url, {
+      method: head.method,
+      headers: head.headers,
+      body: head.method === "GET" || head.method === "HEAD" ? null : body,
+    });
+    const connection = head.headers.get("connection")?.toLowerCase() ?? "";
+    const keepAlive = head.version === "1.1" && !/\bclose\b/.test(connection);
+    return { request, keepAlive };
+  }
+
+  /**
+   * The `Host` to put in the request's URL. A name that is not this
+   * endpoint's own, `localhost` or one the operator added may be an
+   * attacker's, re-pointed at this machine (DNS rebinding): refused.
+   */
+  #checkHost(head: Head): string {
+    const hosts = head.headers.get("host");
+    if (hosts === null) {
+      if (head.version === "1.1") throw new BadRequest(400, "a Host header is required");
+      return formatAddress(this.addr);
+    }
+    if (hosts.includes(",")) throw new BadRequest(400, "one Host header");
+    const host = parseHost(hosts);
+    if (!host) throw new BadRequest(400, "malformed Host header");
+    const name = normalName(host.name);
+    if (
+      !host.literal && !this.#names.has(name) && name !== "localhost" &&
+      !name.endsWith(".localhost")
+    ) {
+      throw new BadRequest(
+        421,
+        `this endpoint does not answer for ${name}; use its address, localhost, or add the name with --admin-name`,
+      );
+    }
+    return hosts;
+  }
+
+  #reject(peer: Deno.NetAddr, err: BadRequest): void {
+    this.rejected++;
+    this.#log.info("{who}: {peer} sent a bad request ({reason}): answered {status}.", {
+      who: this.#who,
+      peer: formatAddress(peer),
+      reason: err.message,
+      status: err.status,
+    });
+  }
+
+  /** Writes all of `bytes` within the write timeout; false when the client did not take them. */
+  async #write(conn: Deno.Conn, bytes: Uint8Array): Promise<boolean> {
+    const timer = setTimeout(() => closeQuietly(conn), this.#limits.writeTimeout * 1000);
+    try {
+      for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
+      return true;
+    } catch {
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+/**
+ * Bytes read from a connection and not yet consumed, with reads bounded in
+ * time: the connection is closed when a deadline passes.
+ */
+class ConnInput {
+  timedOut = false;
+  #buf = new Uint8Array(4096);
+  #start = 0;
+  #end = 0;
+
+  constructor(readonly conn: Deno.Conn) {}
+
+  get buffered(): number {
+    return this.#end - this.#start;
+  }
+
+  /** Reads once more; false at the end of the stream or when `ms` pass first. */
+  async fill(ms: number): Promise<boolean> {
+    if (this.#start > 0 && this.#start === this.#end) this.#start = this.#end = 0;
+    if (this.#end === this.#buf.length) {
+      const grown = new Uint8Array(this.#buf.length * 2);
+      grown.set(this.#buf.subarray(this.#start, this.#end));
+      this.#end -= this.#start;
+      this.#start = 0;
+      this.#buf = grown;
+    }
+    const timer = setTimeout(() => {
+      this.timedOut = true;
+      closeQuietly(this.conn);
+    }, ms);
+    try {
+      const n = await this.conn.read(this.#buf.subarray(this.#end));
+      if (n === null) return false;
+      this.#end += n;
+      return true;
+    } catch {
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Reads until `marker` is buffered, within `max` bytes and `ms`; returns the end of the marker. */
+  async until(marker: number[], max: number, ms: number): Promise<number> {
+    const deadline = performance.now() + ms;
+    for (let searched = this.#start;;) {
+      const found = indexOf(this.#buf, marker, Math.max(searched, this.#start), this.#end);
+      if (found >= 0 && found + marker.length - this.#start <= max) {
+        return found + marker.length - this.#start;
+      }
+      if (this.buffered >= max) throw new BadRequest(431, `a request head of at most ${max} bytes`);
+      searched = Math.max(this.#start, this.#end - marker.length + 1);
+      if (!(await this.fill(Math.max(0, deadline - performance.now())))) throw new Gone();
+    }
+  }
+
+  /** Reads `length` bytes within `ms` and consumes them. */
+  async exactly(length: number, ms: number): Promise<Uint8Array<ArrayBuffer>> {
+    const deadline = performance.now() + ms;
+    while (this.buffered < length) {
+      if (!(await this.fill(Math.max(0, deadline - performance.now())))) throw new Gone();
+    }
+    return this.take(length).slice();
+  }
+
+  /** Consumes `length` buffered bytes. */
+  take(length: number): Uint8Array {
+    const bytes = this.#buf.subarray(this.#start, this.#start + length);
+    this.#start += length;
+    return bytes;
+  }
+}
+
+function indexOf(buf: Uint8Array, marker: number[], from: number, to: number): number {
+  outer: for (let i = from; i + marker.length <= to; i++) {
+    for (let j = 0; j < marker.length; j++) if (buf[i + j] !== marker[j]) continue outer;
+    return i;
+  }
+  return -1;
+}
+
+interface Head {
+  method: string;
+  target: string;
+  version: "1.0" | "1.1";
+  headers: Headers;
+}
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+// Visible ASCII, space and tab; RFC 9110 allows obs-text too, which no
+// client of this endpoint needs.
+const FIELD_VALUE = /^[\t\x20-\x7e]*$/;
+
+/** Parses a request head (RFC 9112), strictly: anything unusual is a 400. */
+function parseHead(bytes: Uint8Array): Head {
+  // latin1: every byte maps to one character, so nothing is hidden by decoding.
+  const text = new TextDecoder("latin1").decode(bytes);
+  const lines = text.slice(0, -4).split("\r\n");
+  const parts = lines[0].split(" ");
+  if (parts.length !== 3 || !TOKEN.test(parts[0])) {
+    throw new BadRequest(400, "malformed request line");
+  }
+  const [method, target, protocol] = parts;
+  const version = /^HTTP\/1\.([01])$/.exec(protocol)?.[1];
+  if (version === undefined) {
+    if (/^HTTP\/\d(\.\d)?$/.test(protocol)) throw new BadRequest(505, "HTTP/1.1 only");
+    throw new BadRequest(400, "malformed request line");
+  }
+  if (!target.startsWith("/") || !/^[\x21-\x7e]+$/.test(target)) {
+    throw new BadRequest(400, "the request target must be a path");
+  }
+  const headers = new Headers();
+  for (const line of lines.slice(1)) {
+    const colon = line.indexOf(":");
+    const name = line.slice(0, colon);
+    const value = line.slice(colon + 1).trim();
+    if (colon <= 0 || !TOKEN.test(name) || !FIELD_VALUE.test(value)) {
+      throw new BadRequest(400, "malformed header line");
+    }
+    const lower = name.toLowerCase();
+    if ((lower === "host" || lower === "content-length") && headers.has(lower)) {
+      throw new BadRequest(400, `more than one ${name} header`);
+    }
+    headers.append(name, value);
+  }
+  return { method, target, version: version === "1" ? "1.1" : "1.0", headers };
+}
+
+function bodyLength(headers: Headers): number {
+  if (headers.has("transfer-encoding")) {
+    throw new BadRequest(501, "chunked request bodies are not supported; send Content-Length");
+  }
+  const length = headers.get("content-length");
+  if (length === null) return 0;
+  if (!/^\d{1,15}$/.test(length)) throw new BadRequest(400, "malformed Content-Length");
+  return Number(length);
+}
+
+/**
+ * `Host`'s name and whether it is an IP literal, or undefined when it is
+ * malformed: a reg-name, an IPv4 address or a bracketed IPv6 one, and an
+ * optional port from 0 to 65535.
+ */
+function parseHost(host: string): { name: string; literal: boolean } | undefined {
+  const match = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_~]+)(?::(\d{1,5}))?$/.exec(host);
+  if (!match || (match[2] !== undefined && Number(match[2]) > 65535)) return undefined;
+  const name = match[1];
+  if (name.startsWith("[")) {
+    // URL is the judge of what is a valid IPv6 address.
+    return URL.canParse(`http://${name}/`) ? { name, literal: true } : undefined;
+  }
+  if (!URL.canParse(`http://${name}/`)) return undefined;
+  return { name, literal: /^\d{1,3}(\.\d{1,3}){3}$/.test(name) };
+}
+
+/** A name as compared: lower case, without a trailing dot. */
+function normalName(name: string): string {
+  return name.toLowerCase().replace(/\.$/, "");
+}
+
+const encoder = new TextEncoder();
+
+function errorBytes(status: number, body: string): Uint8Array {
+  return encoder.encode(
+    `HTTP/1.1 ${status} ${REASONS[status] ?? ""}\r\ncontent-type: text/plain; charset=utf-8\r\n` +
+      `content-length: ${encoder.encode(body).length}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
+async function responseBytes(
+  response: Response,
+  last: boolean,
+  head: boolean,
+): Promise<Uint8Array> {
+  const body = new Uint8Array(await response.arrayBuffer());
+  let text = `HTTP/1.1 ${response.status} ${REASONS[response.status] ?? response.statusText}\r\n`;
+  for (const [name, value] of response.headers) {
+    if (name !== "content-length" && name !== "connection") text += `${name}: ${value}\r\n`;
+  }
+  text += `content-length: ${body.length}\r\nconnection: ${last ? "close" : "keep-alive"}\r\n\r\n`;
+  const start = encoder.encode(text);
+  if (head) return start;
+  const bytes = new Uint8Array(start.length + body.length);
+  bytes.set(start);
+  bytes.set(body, start.length);
+  return bytes;
+}
+
+function closeQuietly(closer: { close(): void }): void {
+  try {
+    closer.close();
+  } catch {
+    // Closed already.
+  }
+}
