@@ -172,11 +172,6 @@ export class AdminEndpoint {
     return endpoint;
   }
 
-  /** The HTTP server's counts, for the metrics. */
-  get http(): HttpServer {
-    return this.#http;
-  }
-
   /** Stops listening; requests under way get a second to finish, then every connection is closed. */
   shutdown(): Promise<void> {
     this.#stopClock();
