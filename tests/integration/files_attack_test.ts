@@ -1,15 +1,35 @@
 // The files the server reads and writes besides poems, attacked: --ports-file
 // through a planted symlink, --config naming something that is not a file or
-// nests without end. Linux only.
+// nests without end, at start and at SIGHUP. Linux only (FIFOs, /proc).
 
 import assert from "node:assert/strict";
-import { CUSTOM_SERVER, makePoems, serverCommand, startServer } from "../helpers.ts";
+import {
+  CUSTOM_SERVER,
+  delay,
+  fetchBytes,
+  makePoems,
+  runServer,
+  serverCommand,
+  startServer,
+} from "../helpers.ts";
 
 const POEM = "0123456789".repeat(10);
 const linux = Deno.build.os === "linux";
 
 function filesTest(name: string, fn: () => Promise<void>): void {
   Deno.test({ name: `files: ${name}`, ignore: !linux, fn });
+}
+
+/** Exit 2 with one `error:` line (and its hint), nothing on stdout, no trace. */
+function assertBadInput(
+  result: { code: number; stdout: string; stderr: string },
+  message: RegExp,
+): void {
+  assert.equal(result.code, 2, `exit code; stderr:\n${result.stderr}`);
+  assert.equal(result.stdout, "");
+  assert.match(result.stderr, /^error: [^\n]+\n( {2}[^\n]+\n)?$/, result.stderr);
+  assert.match(result.stderr, message);
+  assert.doesNotMatch(result.stderr, /\n\s+at /, "no stack trace");
 }
 
 filesTest(
@@ -75,3 +95,40 @@ filesTest(
     }
   },
 );
+
+filesTest("--config naming a FIFO is exit 2 at once, not a hang", async () => {
+  const poems = await makePoems({ "p.txt": POEM });
+  try {
+    const fifo = poems.path("poetry.jsonc");
+    const made = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+    assert.ok(made.success, "mkfifo");
+    // Nobody ever writes to it: opening it to read would block for ever.
+    const result = await runServer(["--config", fifo], { timeoutMs: 10_000 });
+    assertBadInput(result, /--config .*poetry\.jsonc: a FIFO, not a regular file/);
+  } finally {
+    await poems.cleanup();
+  }
+});
+
+filesTest(
+  "--config naming a special file Deno keeps from --allow-read does not ask for it",
+  async () => {
+    for (const path of ["/proc/self/status", "/dev/stdin"]) {
+      const result = await runServer(["--config", path]);
+      assertBadInput(result, new RegExp(`^error: --config ${RegExp.escape(path)}: a special file`));
+      assert.doesNotMatch(result.stderr, /--allow-read/);
+    }
+  },
+);
+
+filesTest("--config larger than the limit is exit 2, naming the size and the limit", async () => {
+  const config = '{ "listeners": [{ "poem": "p.txt" }] }';
+  // Valid all the same: only its size is wrong.
+  const poems = await makePoems({ "p.txt": POEM, "poetry.jsonc": config.padEnd(2 ** 20 + 1) });
+  try {
+    const result = await runServer(["--config", poems.path("poetry.jsonc")], { timeoutMs: 10_000 });
+    assertBadInput(result, /poetry\.jsonc: 1048577 bytes; a config file is at most 1048576/);
+  } finally {
+    await poems.cleanup();
+  }
+});
