@@ -231,6 +231,13 @@ function explainConfigError(path: string, err: unknown): UsageError {
  */
 export async function parseConfig(text: string, path: string): Promise<PoetryConfig> {
   const { schemas, v, jsonc } = await loadParsers();
+  const deep = tooDeepAt(text, jsonc.createScanner);
+  if (deep !== undefined) {
+    throw new UsageError(
+      `${path}:${lineOf(text, deep)}: nested deeper than ${MAX_DEPTH} levels`,
+      "a config nests four: the file's object, listeners, a listener, its lists",
+    );
+  }
   const errors: ParseError[] = [];
   const root = jsonc.parseTree(text, errors, { allowTrailingComma: true, disallowComments: false });
   if (errors.length > 0 || !root) {
@@ -364,6 +371,30 @@ function nearest(
     if (node) return node.parent?.type === "property" ? node.parent : node;
   }
   return root;
+}
+
+// The parser, nodeValue and the schema recurse once per level: a file nested
+// thousands deep would overflow the stack, with no file or line to show.
+const MAX_DEPTH = 64;
+
+// jsonc-parser's SyntaxKind is a const enum, which isolated modules cannot read.
+const OPEN_BRACE = 1, CLOSE_BRACE = 2, OPEN_BRACKET = 3, CLOSE_BRACKET = 4, EOF = 17;
+
+/** Where the first bracket past {@linkcode MAX_DEPTH} opens, found without recursing. */
+function tooDeepAt(
+  text: string,
+  createScanner: typeof import("jsonc-parser").createScanner,
+): number | undefined {
+  const scanner = createScanner(text, true);
+  let depth = 0;
+  for (let token = scanner.scan(); token !== EOF; token = scanner.scan()) {
+    if (token === OPEN_BRACE || token === OPEN_BRACKET) {
+      if (++depth > MAX_DEPTH) return scanner.getTokenOffset();
+    } else if (token === CLOSE_BRACE || token === CLOSE_BRACKET) {
+      depth--;
+    }
+  }
+  return undefined;
 }
 
 function lineOf(text: string, offset: number): number {

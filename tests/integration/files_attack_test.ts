@@ -132,3 +132,54 @@ filesTest("--config larger than the limit is exit 2, naming the size and the lim
     await poems.cleanup();
   }
 });
+
+/** `{"listeners": ...}` around `depth` levels of arrays or objects. */
+function deep(depth: number, kind: "array" | "object"): string {
+  const [open, close] = kind === "array" ? ["[", "]"] : ['{"a":', "}"];
+  return `{\n"listeners":\n${open.repeat(depth)}1${close.repeat(depth)}\n}\n`;
+}
+
+filesTest("--config nested 5,000 deep is exit 2 naming the file and the line", async () => {
+  for (const kind of ["array", "object"] as const) {
+    const poems = await makePoems({ "p.txt": POEM, "poetry.jsonc": deep(5000, kind) });
+    try {
+      const result = await runServer(["--config", poems.path("poetry.jsonc")]);
+      assertBadInput(result, /poetry\.jsonc:3: nested deeper than 64 levels/);
+    } finally {
+      await poems.cleanup();
+    }
+  }
+});
+
+filesTest(
+  "SIGHUP with a config nested 5,000 deep keeps the running settings and says where",
+  async () => {
+    const poems = await makePoems({
+      "p.txt": POEM,
+      "poetry.jsonc":
+        '{ "iface": "127.0.0.1", "listeners": [{ "poem": "p.txt", "faults": ["close-after=10"] }] }',
+    });
+    const server = await startServer(["--config", poems.path("poetry.jsonc")]);
+    try {
+      assert.equal((await fetchBytes(server.addresses[0])).length, 10);
+      for (const kind of ["array", "object"] as const) {
+        await Deno.writeTextFile(poems.path("poetry.jsonc"), deep(5000, kind));
+        server.process.kill("SIGHUP");
+        await server.waitForLines(
+          /poetry\.jsonc:3: nested deeper than 64 levels/,
+          kind === "array" ? 1 : 2,
+        );
+        await delay(50);
+        assert.equal(
+          (await fetchBytes(server.addresses[0])).length,
+          10,
+          "the old faults still apply",
+        );
+      }
+      assert.doesNotMatch(server.stderr(), /Maximum call stack/);
+    } finally {
+      await server.stop();
+      await poems.cleanup();
+    }
+  },
+);
