@@ -15,6 +15,7 @@ import { parseCidr } from "./access.ts";
 import { UsageError } from "./errors.ts";
 import { parseFault } from "./faults.ts";
 import type { Pace } from "./pace.ts";
+import { isKeptFromAllowRead, specialKind } from "./poem.ts";
 import type { ListenerSettings, PoetryServer, ServeOptions } from "./server.ts";
 import { getLogger } from "@logtape/logtape";
 
@@ -144,22 +145,73 @@ export interface PoetryConfig {
  * const config = await loadConfig("examples/poetry.jsonc");
  * console.log(config.listeners.length);
  * ```
- * @throws {UsageError} naming the file, the line and the field of the first mistake.
+ * @throws {UsageError} when the path is not a regular file of at most 1 MiB;
+ * or naming the file, the line and the field of the first mistake.
  */
 export async function loadConfig(path: string): Promise<PoetryConfig> {
-  let text: string;
+  return await parseConfig(await readConfigText(path), path);
+}
+
+// The largest config file read. Ten thousand listeners fit in it; a path
+// that names a log, an image or /dev/zero by mistake is refused before it
+// costs more memory than this.
+const MAX_CONFIG_SIZE = 1024 * 1024;
+
+/** The file's text, if it is a regular file of at most {@linkcode MAX_CONFIG_SIZE} bytes. */
+async function readConfigText(path: string): Promise<string> {
+  let file: Deno.FsFile | undefined;
   try {
-    text = await Deno.readTextFile(path);
+    // Checked before it is opened: opening a FIFO waits for a writer.
+    checkConfigFile(path, await Deno.stat(path));
+    file = await Deno.open(path);
+    // And what was opened, if the path was re-pointed in between.
+    checkConfigFile(path, await file.stat());
+    // Read with a bound all the same: a file may grow, and /proc's say size 0.
+    const buffer = new Uint8Array(MAX_CONFIG_SIZE + 1);
+    let filled = 0;
+    while (filled < buffer.length) {
+      const n = await file.read(buffer.subarray(filled));
+      if (n === null) break;
+      filled += n;
+    }
+    if (filled > MAX_CONFIG_SIZE) throw tooLarge(path, `more than ${MAX_CONFIG_SIZE}`);
+    return new TextDecoder().decode(buffer.subarray(0, filled));
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new UsageError(`--config ${path}: no such file`, "check the path");
-    }
-    if (err instanceof Deno.errors.NotCapable) {
-      throw new UsageError(`no permission to read ${path}`, "run again with --allow-read");
-    }
-    throw new UsageError(`--config ${path}: ${err instanceof Error ? err.message : err}`);
+    throw explainConfigError(path, err);
+  } finally {
+    file?.close();
   }
-  return await parseConfig(text, path);
+}
+
+function checkConfigFile(path: string, info: Deno.FileInfo): void {
+  if (!info.isFile) {
+    const kind = info.isDirectory ? "a directory" : specialKind(info);
+    throw new UsageError(`--config ${path}: ${kind}, not a regular file`, CONFIG_HINT);
+  }
+  if (info.size > MAX_CONFIG_SIZE) throw tooLarge(path, String(info.size));
+}
+
+const CONFIG_HINT = "name a config file, like examples/poetry.jsonc";
+
+function tooLarge(path: string, size: string): UsageError {
+  return new UsageError(
+    `--config ${path}: ${size} bytes; a config file is at most ${MAX_CONFIG_SIZE}`,
+    `check the path; ${CONFIG_HINT}`,
+  );
+}
+
+function explainConfigError(path: string, err: unknown): UsageError {
+  if (err instanceof UsageError) return err;
+  if (err instanceof Deno.errors.NotFound) {
+    return new UsageError(`--config ${path}: no such file`, "check the path");
+  }
+  if (isKeptFromAllowRead(err)) {
+    return new UsageError(`--config ${path}: a special file, not a regular file`, CONFIG_HINT);
+  }
+  if (err instanceof Deno.errors.NotCapable) {
+    return new UsageError(`no permission to read ${path}`, "run again with --allow-read");
+  }
+  return new UsageError(`--config ${path}: ${err instanceof Error ? err.message : err}`);
 }
 
 /**
@@ -179,6 +231,13 @@ export async function loadConfig(path: string): Promise<PoetryConfig> {
  */
 export async function parseConfig(text: string, path: string): Promise<PoetryConfig> {
   const { schemas, v, jsonc } = await loadParsers();
+  const deep = tooDeepAt(text, jsonc.createScanner);
+  if (deep !== undefined) {
+    throw new UsageError(
+      `${path}:${lineOf(text, deep)}: nested deeper than ${MAX_DEPTH} levels`,
+      "a config nests four: the file's object, listeners, a listener, its lists",
+    );
+  }
   const errors: ParseError[] = [];
   const root = jsonc.parseTree(text, errors, { allowTrailingComma: true, disallowComments: false });
   if (errors.length > 0 || !root) {
@@ -312,6 +371,30 @@ function nearest(
     if (node) return node.parent?.type === "property" ? node.parent : node;
   }
   return root;
+}
+
+// The parser, nodeValue and the schema recurse once per level: a file nested
+// thousands deep would overflow the stack, with no file or line to show.
+const MAX_DEPTH = 64;
+
+// jsonc-parser's SyntaxKind is a const enum, which isolated modules cannot read.
+const OPEN_BRACE = 1, CLOSE_BRACE = 2, OPEN_BRACKET = 3, CLOSE_BRACKET = 4, EOF = 17;
+
+/** Where the first bracket past {@linkcode MAX_DEPTH} opens, found without recursing. */
+function tooDeepAt(
+  text: string,
+  createScanner: typeof import("jsonc-parser").createScanner,
+): number | undefined {
+  const scanner = createScanner(text, true);
+  let depth = 0;
+  for (let token = scanner.scan(); token !== EOF; token = scanner.scan()) {
+    if (token === OPEN_BRACE || token === OPEN_BRACKET) {
+      if (++depth > MAX_DEPTH) return scanner.getTokenOffset();
+    } else if (token === CLOSE_BRACE || token === CLOSE_BRACKET) {
+      depth--;
+    }
+  }
+  return undefined;
 }
 
 function lineOf(text: string, offset: number): number {

@@ -345,7 +345,17 @@ function whyUnreachable(path: string, entry: Deno.DirEntry, err: unknown): strin
   return explainReadError(path, err).message;
 }
 
-function specialKind(info: Deno.FileInfo): string {
+/**
+ * What a file that is neither a regular file nor a directory is, for a
+ * message: "a FIFO", "a socket", "a device" or "a special file".
+ *
+ * @example
+ * ```ts
+ * import { specialKind } from "./poem.ts";
+ * console.log(specialKind(await Deno.stat("/dev/null"))); // "a device"
+ * ```
+ */
+export function specialKind(info: Deno.FileInfo): string {
   if (info.isFifo) return "a FIFO";
   if (info.isSocket) return "a socket";
   if (info.isCharDevice || info.isBlockDevice) return "a device";
@@ -457,6 +467,26 @@ async function statOrExplain(path: string): Promise<Deno.FileInfo> {
   }
 }
 
+/**
+ * Whether Deno refused a path that even `--allow-read` does not open:
+ * Deno 2 keeps /proc/self/*, /dev/stdin and the like for `--allow-all`
+ * ("Requires all access to ..."), so a message naming `--allow-read` would
+ * mislead.
+ *
+ * @example
+ * ```ts
+ * import { isKeptFromAllowRead } from "./poem.ts";
+ * try {
+ *   await Deno.stat("/proc/self/status");
+ * } catch (err) {
+ *   console.log(isKeptFromAllowRead(err)); // true without --allow-all
+ * }
+ * ```
+ */
+export function isKeptFromAllowRead(err: unknown): boolean {
+  return err instanceof Deno.errors.NotCapable && /\ball access\b/.test(err.message);
+}
+
 /** Turns a file-system error into a one-line explanation with a hint. */
 export function explainReadError(path: string, err: unknown): UsageError {
   if (err instanceof UsageError) return err;
@@ -467,9 +497,7 @@ export function explainReadError(path: string, err: unknown): UsageError {
     );
   }
   if (err instanceof Deno.errors.NotCapable) {
-    // Deno 2 keeps /proc/self/*, /dev/stdin and the like even from --allow-read
-    // ("Requires all access to ..."), so naming that flag would mislead.
-    if (/\ball access\b/.test(err.message)) {
+    if (isKeptFromAllowRead(err)) {
       return new UsageError(
         `${path} is a special file; poetry serves regular files`,
         "name a poem file or a directory of poems",

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { dirname } from "node:path";
+import { basename, dirname } from "node:path";
 import { UsageError } from "./errors.ts";
 
 /**
@@ -28,8 +28,9 @@ export interface ListenerAddress {
 
 /**
  * Writes `[{"poem", "host", "port"}, ...]` to `path` atomically: into a
- * temporary file beside it, then renamed over it, so a harness that polls
- * for the file never reads half of it.
+ * new temporary file beside it (an unguessable name, mode 0644), then
+ * renamed over it, so a harness that polls for the file never reads half of
+ * it. A symlink at `path` is replaced, not followed.
  *
  * @example
  * ```ts
@@ -50,15 +51,29 @@ export async function writePortsFile(
     port: addr.port,
   }));
   // The same directory as the target: a rename across file systems is a copy.
-  const temp = `${dirname(path)}/.${path.split("/").pop()}.${Deno.pid}.tmp`;
+  // A name nobody can guess, created only where nothing is: a symlink planted
+  // at a predictable name would have this process write through it, and the
+  // rename would leave PATH that symlink.
+  const temp = `${dirname(path)}/.${basename(path)}.${crypto.randomUUID()}.tmp`;
+  const text = JSON.stringify(entries, null, 2) + "\n";
   try {
-    await Deno.writeTextFile(temp, JSON.stringify(entries, null, 2) + "\n");
+    await Deno.writeTextFile(temp, text, { createNew: true, mode: 0o644 });
+  } catch (err) {
+    // What was there already is not ours to remove.
+    if (!(err instanceof Deno.errors.AlreadyExists)) await Deno.remove(temp).catch(() => {});
+    throw cannotWrite(path, err);
+  }
+  try {
     await Deno.rename(temp, path);
   } catch (err) {
     await Deno.remove(temp).catch(() => {});
-    throw new UsageError(
-      `--ports-file ${path}: cannot write it (${err instanceof Error ? err.message : err})`,
-      "name a file in a directory that exists and is writable (with --allow-write)",
-    );
+    throw cannotWrite(path, err);
   }
+}
+
+function cannotWrite(path: string, err: unknown): UsageError {
+  return new UsageError(
+    `--ports-file ${path}: cannot write it (${err instanceof Error ? err.message : err})`,
+    "name a file in a directory that exists and is writable (with --allow-write)",
+  );
 }
