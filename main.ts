@@ -87,7 +87,6 @@ async function main(args: string[]): Promise<number> {
       admin = AdminEndpoint.start(server, {
         ...cli.admin,
         metrics,
-        pace: cli.serve.pace,
         iface: cli.serve.iface,
         workers,
       });

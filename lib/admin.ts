@@ -55,8 +55,6 @@ export interface AdminOptions {
   names?: string[];
   /** The server's metrics: the observer it was started with. */
   metrics: PoetryMetrics;
-  /** The server's pace, shown on the status page; fast mode when absent. */
-  pace?: Pace;
   /** The poems' `--iface`, for the hint when `--allow-net` does not cover the admin address. */
   iface?: string;
   /** The other workers of `--workers`, whose metrics and transfers are added in. */
@@ -196,7 +194,6 @@ export class AdminEndpoint {
 export function statusReport(
   server: PoetryServer,
   metrics: PoetryMetrics,
-  pace?: Pace,
 ): StatusReport {
   const now = performance.now();
   let room = MAX_LISTED;
@@ -221,7 +218,7 @@ export function statusReport(
         poem: listener.poem.path,
         address: formatAddress(listener.addr),
         size: listener.poem.content.size,
-        pace: pace && pace.delay > 0 ? pace : null,
+        pace: listener.pace ?? null,
         active: listener.activeCount,
         transfers,
         unlisted: listener.activeCount - transfers.length,
@@ -336,7 +333,7 @@ function httpFamilies(http: HttpServer): MetricFamily[] {
 }
 
 async function fullReport(server: PoetryServer, options: AdminOptions): Promise<StatusReport> {
-  const own = statusReport(server, options.metrics, options.pace);
+  const own = statusReport(server, options.metrics);
   if (!options.workers) return own;
   return addReports(own, await options.workers.reports());
 }

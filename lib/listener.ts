@@ -13,7 +13,7 @@ import { logRecord } from "./log.ts";
 import type { AccessList } from "./access.ts";
 import type { FaultyConn, ListenerFaults } from "./faults.ts";
 import { readProxyHeader } from "./proxy.ts";
-import type { PaceWheel } from "./pace.ts";
+import type { Pace, PaceWheel } from "./pace.ts";
 import type { Poem } from "./poem.ts";
 import { type Outcome, OUTCOMES, PoemSender, type SendResult } from "./sender.ts";
 
@@ -242,6 +242,11 @@ export class PoemListener {
   #idle?: PromiseWithResolvers<void>;
   /** Aborts a wait for a slot at the cap when the listener closes. */
   readonly #closing = new AbortController();
+  /**
+   * The clients of transfers whose PROXY header named one: the balancer is
+   * `conn.remoteAddr`, and the status report must show whom the log names.
+   */
+  readonly #proxied = new Map<PoemSender, Deno.NetAddr>();
   /** Connections whose PROXY header is still being read, each with its task. */
   readonly #awaitingHeader = new Map<Deno.Conn, Promise<void>>();
   #sweeper?: ReturnType<typeof setInterval>;
@@ -265,6 +270,12 @@ export class PoemListener {
     return this.#active.size;
   }
 
+  /** This listener's slow-mode pace now (SIGHUP may change it); undefined in fast mode. */
+  get pace(): Pace | undefined {
+    const wheel = this.#options.wheel;
+    return wheel ? { numBytes: this.#options.numBytes ?? 10, delay: wheel.delay } : undefined;
+  }
+
   /** Whether every connection must start with a PROXY protocol header. */
   get proxyProtocol(): boolean {
     return this.#options.proxyProtocol ?? false;
@@ -276,7 +287,7 @@ export class PoemListener {
    */
   *transfers(): Generator<TransferInFlight> {
     for (const sender of this.#active) {
-      const peer = sender.conn.remoteAddr as Deno.NetAddr;
+      const peer = this.#proxied.get(sender) ?? sender.conn.remoteAddr as Deno.NetAddr;
       yield { sender, peer, sent: sender.sent, total: sender.content.size };
     }
   }
@@ -380,6 +391,7 @@ export class PoemListener {
       : new PoemSender(conn, content, this.#options);
     this.#options.observer?.transferStarted(this, sender, peer);
     this.#active.add(sender);
+    if (client) this.#proxied.set(sender, client);
     // The common case shares one callback; a PROXY client's address or a
     // fault plan needs a closure of its own.
     sender.start(
@@ -394,6 +406,7 @@ export class PoemListener {
 
   #ended(sender: PoemSender, result: SendResult, peer: Deno.NetAddr): void {
     this.#active.delete(sender);
+    this.#proxied.delete(sender);
     try {
       this.#options.gate?.release();
       this.#record(peer, result, sender);

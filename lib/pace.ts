@@ -120,6 +120,8 @@ export function leastDuration(size: number, pace: Pace): number {
  * ```
  */
 export class PaceWheel {
+  /** Seconds between a task's ticks. */
+  readonly delay: number;
   readonly #slotMs: number;
   readonly #slots: Set<PacedTask>[];
   /** The absolute slot each task was added in. */
@@ -136,6 +138,7 @@ export class PaceWheel {
    * A/B here, delivered a higher share of the ideal rate with 1 ms).
    */
   constructor(delay: number, resolutionMs = 1) {
+    this.delay = delay;
     const delayMs = Math.max(1, delay * 1000);
     // At most 1000 slots: a long delay gets coarser slots, not a huge array.
     const count = Math.min(1000, Math.max(1, Math.round(delayMs / resolutionMs)));

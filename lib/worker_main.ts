@@ -121,7 +121,7 @@ async function answer(what: string, arg: unknown): Promise<unknown> {
     case "families":
       return metrics?.families(running) ?? [];
     case "status":
-      return metrics ? statusReport(running, metrics, init?.options.pace) : undefined;
+      return metrics ? statusReport(running, metrics) : undefined;
     default:
       throw new Error(`unknown request ${what}`);
   }
