@@ -4,7 +4,7 @@
 // own records reaches stderr.
 
 import assert from "node:assert/strict";
-import { adminUrl, makePoems, startServer } from "../helpers.ts";
+import { adminUrl, makePoems, runServer, startServer } from "../helpers.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -148,4 +148,19 @@ Deno.test("admin http: size limits: long headers 431, a body over the limit 413"
     );
     assert.match(head, /^HTTP\/1\.1 200 [\s\S]*content-length: 3\r\n[\s\S]*\r\n\r\n$/i);
   });
+});
+
+Deno.test("admin http: a bad --admin-name, or one without --admin, is one line and a hint, exit 2", async () => {
+  for (
+    const args of [
+      ["--admin", "127.0.0.1:0", "--admin-name", "evil name"],
+      ["--admin", "127.0.0.1:0", "--admin-name", "a..b"],
+      ["--admin-name", "poetry.internal"],
+    ]
+  ) {
+    const result = await runServer([...args, poems.path("p.txt")]);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /^error: --admin-name needs .+\n  (use|add) e\.g\. .+\n$/);
+    assert.equal(result.stdout, "");
+  }
 });
