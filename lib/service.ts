@@ -231,6 +231,12 @@ export function runAsService(
     event.preventDefault();
     log.error("Unexpected error, server keeps running: {error}", { error: String(event.reason) });
   });
+  // And an exception thrown in a callback: unhandled, Deno would print its
+  // own report with a stack trace to stderr, around the log, and exit.
+  globalThis.addEventListener("error", (event) => {
+    event.preventDefault();
+    log.error("Unexpected error, server keeps running: {error}", { error: String(event.error) });
+  });
   // The handlers stay installed, doing nothing: removed, a signal's default
   // action would end the process between its summary and its exit.
   return promise.finally(() => {
