@@ -127,7 +127,9 @@ Testing clients (faults on purpose; see the README, "Testing your client"):
   --fault SPEC          misbehave on purpose (repeatable); SPEC is
                         NAME=VALUE[,probability=P] or refuse[,probability=P]:
                           close-after=BYTES    then close normally (short poem)
-                          reset-after=BYTES    then reset (a real TCP RST)
+                          reset-after=BYTES    then reset (a real TCP RST); at
+                                               most BYTES arrive: the RST drops
+                                               what was not sent yet
                           stall-after=BYTES    then send nothing, stay open
                           first-byte-delay=SECONDS
                           jitter=SECONDS       slow mode: add 0..S to each pause
