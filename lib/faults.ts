@@ -391,10 +391,32 @@ export class ConnectionFaults {
     });
   }
 
-  /** The sender's result as the log shows it: the whole poem's size, and the faults. */
-  report(result: SendResult, content: PoemContent): SendResult & { faults: string } {
-    return { ...result, total: content.size, faults: this.labels };
+  /**
+   * The sender's result as the log shows it: the whole poem's size, the
+   * faults, and for a reset whether `sent` is only an upper bound (the RST
+   * drops what the kernel had not sent yet, and Deno shows no send queue).
+   */
+  report(result: SendResult, content: PoemContent): FaultedResult {
+    const reported: FaultedResult = { ...result, total: content.size, faults: this.labels };
+    if (this.ending === "reset" && result.sent === this.cutAfter) reported.atMost = true;
+    return reported;
   }
+}
+
+/**
+ * A transfer's result with the faults that applied to it.
+ *
+ * @example
+ * ```ts
+ * import type { FaultedResult } from "./faults.ts";
+ * const r: FaultedResult = { sent: 10, total: 99, ms: 1, outcome: "completed", faults: "reset-after=10", atMost: true };
+ * ```
+ */
+export interface FaultedResult extends SendResult {
+  /** The faults, as the log shows them. */
+  faults: string;
+  /** `sent` is what the kernel took, an upper bound on what the client got (a reset). */
+  atMost?: true;
 }
 
 /**

@@ -196,13 +196,17 @@ export class ConnectionGate {
 
 // The connection record's templates, made once: logRecord caches a
 // template's parts by the string, and a string built per record would be
-// hashed anew each time. Index: 1 for an error, + 2 with faults.
+// hashed anew each time. Index: 1 for an error, + 2 with faults, + 2 more
+// when a reset may have dropped bytes the kernel took ("at most").
 const RECORD = "{peer} got {sent} of {total} bytes of {poem} in {ms} ms: ";
+const AT_MOST = "{peer} got at most {sent} of {total} bytes of {poem} in {ms} ms: ";
 const RECORD_TEMPLATES = [
   `${RECORD}{outcome}.`,
   `${RECORD}error ({error}).`,
   `${RECORD}{outcome}. Faults: {faults}.`,
   `${RECORD}error ({error}). Faults: {faults}.`,
+  `${AT_MOST}{outcome}. Faults: {faults}.`,
+  `${AT_MOST}error ({error}). Faults: {faults}.`,
 ];
 
 /**
@@ -471,7 +475,9 @@ export class PoemListener {
     logRecord(
       connectionLog,
       error ? "warning" : "info",
-      RECORD_TEMPLATES[(error ? 1 : 0) + ("faults" in result ? 2 : 0)],
+      RECORD_TEMPLATES[
+        (error ? 1 : 0) + ("faults" in result ? 2 : 0) + ("atMost" in result ? 2 : 0)
+      ],
       { peer: formatAddress(peer), poem: this.poem.path, ...result },
     );
   }
