@@ -160,7 +160,7 @@ Deno.test("admin http: a bad --admin-name, or one without --admin, is one line a
   ) {
     const result = await runServer([...args, poems.path("p.txt")]);
     assert.equal(result.code, 2, result.stderr);
-    assert.match(result.stderr, /^error: --admin-name needs .+\n  (use|add) e\.g\. .+\n$/);
+    assert.match(result.stderr, /^error: --admin-name needs .+\n {2}(use|add) e\.g\. .+\n$/);
     assert.equal(result.stdout, "");
   }
 });
