@@ -63,7 +63,9 @@ async function main(args: string[]): Promise<number> {
   const options = many
     ? { ...combined, reusePort: true, seed: combined.seed ?? randomSeed() }
     : combined;
-  const workers = many ? await WorkerPool.spawn(cli.workers - 1) : undefined;
+  // Each POEM is one listener at least (a directory may give more).
+  const listeners = poems.length + (combined.listeners?.length ?? 0);
+  const workers = many ? await WorkerPool.spawn(cli.workers - 1, { listeners }) : undefined;
   // Held from just before the first listener serves until the service's own
   // handlers are in: a stop while the workers join drains, not kills.
   const stops = many ? holdStopSignals() : undefined;
