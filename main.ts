@@ -145,10 +145,11 @@ if (import.meta.main) {
   } catch (err) {
     // Records logged before the failure go out before the error line.
     await flushLogs(LOG_FLUSH_MS);
-    // Bad input and start-up failures are one or two plain lines, not a trace.
+    // Bad input and start-up failures are one or two plain lines, not a
+    // trace; a file name in them cannot add a line.
     const known = err instanceof PoetryError;
-    console.error(`error: ${err instanceof Error ? err.message : err}`);
-    if (known && err.hint) console.error(`  ${err.hint}`);
+    console.error(`error: ${escapeControl(err instanceof Error ? err.message : String(err))}`);
+    if (known && err.hint) console.error(`  ${escapeControl(err.hint)}`);
     Deno.exit(known ? err.exitCode : EXIT_RUNTIME);
   }
 }
