@@ -1,6 +1,6 @@
 // What the program prints at start-up about what it was given: file names
-// in the Serving lines, the log and the error line. The real program, as a
-// subprocess.
+// in the Serving lines, the log and the error line, and --fault's
+// probability. The real program, as a subprocess.
 
 import assert from "node:assert/strict";
 import { makePoems, runServer, startServer } from "../helpers.ts";
@@ -67,3 +67,43 @@ Deno.test("a missing poem with a newline in its name: one error line, escaped", 
   const result = await runServer(["no-such\nerror: forged.txt"]);
   assertBadInput(result, /^error: poem not found: no-such\\nerror: forged\.txt$/);
 });
+
+// Found, fixed: probability took only plain decimals (`^\d+\.?\d*$`), so
+// 1e-300 (a number from 0 to 1, as JSON writes it) was refused, and -0 too.
+for (
+  const [text, logged] of [
+    ["1e-300", "close-after=3,probability=1e-300"],
+    ["0.5e0", "close-after=3,probability=0.5"],
+    ["1E0", "close-after=3 "],
+    ["-0", "close-after=3,probability=0 "],
+    ["0", "close-after=3,probability=0 "],
+    [".25", "close-after=3,probability=0.25"],
+  ]
+) {
+  Deno.test(`--fault probability=${text} is accepted`, async () => {
+    const server = await startServer([
+      "--iface",
+      "127.0.0.1",
+      "--fault",
+      `close-after=3,probability=${text}`,
+      "--seed",
+      "1",
+      "poems/a-short-one.txt",
+    ]);
+    try {
+      const stderr = await server.waitForStderr(/Faults on /);
+      assert.ok(stderr.includes(`: ${logged}`), stderr);
+    } finally {
+      await server.stop();
+    }
+  });
+}
+
+for (const text of ["1.5", "0x1", "Infinity", "NaN", "", "1e400", "-0.5", "1e"]) {
+  Deno.test(`--fault probability=${JSON.stringify(text)} is refused: one line, exit 2`, async () => {
+    assertBadInput(
+      await runServer(["--fault", `close-after=3,probability=${text}`, "poems/a-short-one.txt"]),
+      /probability must be a number from 0 to 1, got '.*'/,
+    );
+  });
+}
