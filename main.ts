@@ -63,7 +63,9 @@ async function main(args: string[]): Promise<number> {
   const options = many
     ? { ...combined, reusePort: true, seed: combined.seed ?? randomSeed() }
     : combined;
-  const workers = many ? await WorkerPool.spawn(cli.workers - 1) : undefined;
+  // Each POEM is one listener at least (a directory may give more).
+  const listeners = poems.length + (combined.listeners?.length ?? 0);
+  const workers = many ? await WorkerPool.spawn(cli.workers - 1, { listeners }) : undefined;
   // Held from just before the first listener serves until the service's own
   // handlers are in: a stop while the workers join drains, not kills.
   const stops = many ? holdStopSignals() : undefined;
@@ -142,10 +144,11 @@ if (import.meta.main) {
   } catch (err) {
     // Records logged before the failure go out before the error line.
     await flushLogs(LOG_FLUSH_MS);
-    // Bad input and start-up failures are one or two plain lines, not a trace.
+    // Bad input and start-up failures are one or two plain lines, not a
+    // trace; a file name in them cannot add a line.
     const known = err instanceof PoetryError;
-    console.error(`error: ${err instanceof Error ? err.message : err}`);
-    if (known && err.hint) console.error(`  ${err.hint}`);
+    console.error(`error: ${escapeControl(err instanceof Error ? err.message : String(err))}`);
+    if (known && err.hint) console.error(`  ${escapeControl(err.hint)}`);
     Deno.exit(known ? err.exitCode : EXIT_RUNTIME);
   }
 }

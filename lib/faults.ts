@@ -105,7 +105,11 @@ export function parseFault(spec: string, where = "--fault"): Fault {
   let probability = 1;
   for (const option of rest) {
     const match = /^\s*probability\s*=\s*(\S*)\s*$/.exec(option);
-    const p = match && /^(\d+\.?\d*|\.\d+)$/.test(match[1]) ? Number(match[1]) : NaN;
+    // Any decimal number as JSON writes it (1e-300, 0.5e0, 1E0), and 1. and
+    // .5; not hex, Infinity or NaN. -0 is 0; 1e400 is Infinity, out of range.
+    const p = match && /^-?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(match[1])
+      ? Number(match[1]) + 0
+      : NaN;
     if (!match) {
       throw bad(`unknown option '${option.trim()}'`, `the only option is probability=P (0 to 1)`);
     }

@@ -277,12 +277,15 @@ export function droppedLogRecords(): number {
 /**
  * Escapes what would let text forge or garble a line of output: C0 controls,
  * DEL, C1 controls and the Unicode line and paragraph separators. `\n`, `\r`
- * and `\t` become those two-character escapes, the rest `\xNN` or `\uNNNN`.
+ * and `\t` become those two-character escapes, the rest `\xNN` or `\uNNNN`,
+ * and a backslash becomes two, so that every escaped text reads back to one
+ * original (a newline and a backslash followed by `n` print differently).
  *
  * @example
  * ```ts
  * import { escapeControl } from "./log.ts";
  * escapeControl("x\nServing fake.txt"); // "x\\nServing fake.txt"
+ * escapeControl("a\\nb.txt"); // "a\\\\nb.txt"
  * ```
  */
 export function escapeControl(text: string): string {
@@ -293,9 +296,14 @@ export function escapeControl(text: string): string {
 
 // Matching control characters is the point here.
 // deno-lint-ignore no-control-regex
-const CONTROL = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/;
+const CONTROL = /[\\\x00-\x1f\x7f-\x9f\u2028\u2029]/;
 const CONTROL_ALL = new RegExp(CONTROL.source, "g");
-const NAMED: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+const NAMED: Record<string, string> = {
+  "\\": "\\\\",
+  "\n": "\\n",
+  "\r": "\\r",
+  "\t": "\\t",
+};
 
 function escapeOne(char: string): string {
   const code = char.charCodeAt(0);

@@ -114,6 +114,7 @@ export { addSnapshots, logStats, ServerStats, type StatsSnapshot } from "./stats
 export { SharedGate } from "./shared_gate.ts";
 export {
   type FromWorker,
+  type SpawnOptions,
   type ToWorker,
   type WorkerInit,
   WorkerPool,

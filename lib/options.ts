@@ -121,7 +121,8 @@ Options:
   --log-level LEVEL     debug, info, warning or error (default: info)
   --log-format FORMAT   text or json, one record per line (default: text)
   --workers N           serve with N threads, each accepting on every port
-                        (Linux; auto: one per core; default: 1)
+                        (Linux; auto: one per core; default: 1); exits 1 if
+                        the open-file limit (ulimit -n) cannot hold them
 
 Testing clients (faults on purpose; see the README, "Testing your client"):
   --fault SPEC          misbehave on purpose (repeatable); SPEC is
@@ -157,7 +158,8 @@ Examples:
   poetry --fault reset-after=100,probability=0.3 --seed 7 poems/a-short-one.txt
   poetry --config examples/poetry.jsonc --ports-file /tmp/ports.json
 
-Exit codes: 0 ok, 1 failure at run time (port in use, ...), 2 bad input.
+Exit codes: 0 ok, 1 failure at run time (port in use, open-file limit too low
+for --workers, ...), 2 bad input.
 `;
 
 const config = {

@@ -18,9 +18,10 @@
 
 import { getLogger } from "@logtape/logtape";
 import type { StatusReport } from "./admin.ts";
-import { PoetryError, UsageError } from "./errors.ts";
+import { PoetryError, StartupError, UsageError } from "./errors.ts";
 import { type LogOptions, writeForwarded } from "./log.ts";
 import type { MetricFamily } from "./metrics.ts";
+import { roomForFiles } from "./open_files.ts";
 import type { OtherDrains, PoetryServer, ServeOptions, ShutdownSummary } from "./server.ts";
 import type { StatsSnapshot } from "./stats.ts";
 
@@ -101,6 +102,57 @@ export type FromWorker =
   | { type: "ready" }
   | { type: "failed"; message: string; hint?: string; exitCode: number }
   | { type: "reply"; id: number; value?: unknown; error?: string };
+
+/**
+ * Open files a worker takes as it starts (Linux, Deno 2.9.6, counted in
+ * /proc/self/fd before and after each): 6 once loaded (two epolls, an
+ * eventfd, a socket, its own stdout and stderr), at times 8 while several
+ * load their modules at once. One short of them panics Deno in the new
+ * thread, so the count has the margin, not the average.
+ */
+const FILES_PER_WORKER = 8;
+
+/** Files left over once all have started: clients, the admin endpoint, re-reads. */
+const FILES_TO_SPARE = 32;
+
+/**
+ * Options for {@linkcode WorkerPool.spawn}.
+ *
+ * @example
+ * ```ts
+ * import type { SpawnOptions } from "./workers.ts";
+ * const options: SpawnOptions = { listeners: 4 };
+ * ```
+ */
+export interface SpawnOptions {
+  /**
+   * How many listeners each thread will have, at least (a directory of
+   * poems gives more): each is a socket in every thread.
+   * @default {1}
+   */
+  listeners?: number;
+}
+
+/**
+ * Refuses to go on unless `wanted` more files can be opened now. `workers`
+ * is the `--workers` count, for the message.
+ * @throws {StartupError} when the open-file limit leaves fewer.
+ */
+function checkRoomForFiles(wanted: number, workers: number): void {
+  // A file that is surely there and readable, and a real descriptor: the
+  // workers' code under `deno run` (spawn checks it may be read), the
+  // executable when compiled (its embedded files are not opened as files).
+  const path = Deno.build.standalone || !import.meta.url.startsWith("file:")
+    ? Deno.execPath()
+    : new URL("./worker_main.ts", import.meta.url);
+  const room = roomForFiles(wanted, path);
+  if (room === undefined || room >= wanted) return;
+  throw new StartupError(
+    `the open-file limit (ulimit -n) is too low for --workers ${workers}: ` +
+      `it leaves room for ${room} more open files, and the workers and their listeners need about ${wanted}`,
+    `raise it by ${wanted - room} or more (ulimit -n), or use fewer --workers or poems`,
+  );
+}
 
 /** One worker and its requests awaiting a reply. */
 class WorkerThread {
@@ -224,10 +276,12 @@ export class WorkerPool {
    * {@linkcode WorkerPool.join} then has them serve. Call it before the main
    * thread binds its listeners, while there are files to spare: a worker that
    * cannot open its own modules (no file descriptors left) takes Deno down
-   * with a panic, not an error.
+   * with a panic, not an error: so none starts unless the open-file limit
+   * holds them all, the listeners of every thread, and some to spare.
    * @throws {PoetryError} when a worker cannot start (all are stopped).
+   * @throws {StartupError} when the open-file limit is too low for them.
    */
-  static async spawn(count: number): Promise<WorkerPool> {
+  static async spawn(count: number, options: SpawnOptions = {}): Promise<WorkerPool> {
     // Under `deno run` a worker's modules are read like any file (the main
     // thread's are not): lib/ and the deno.json that lib/version.ts imports.
     // Without the permission Deno fails the worker with its own
@@ -247,6 +301,11 @@ export class WorkerPool {
         );
       }
     }
+    const listeners = options.listeners ?? 1;
+    checkRoomForFiles(
+      count * FILES_PER_WORKER + (count + 1) * listeners + FILES_TO_SPARE,
+      count + 1,
+    );
     const cores = navigator.hardwareConcurrency;
     if (count + 1 > cores) {
       log.warning(
@@ -272,8 +331,22 @@ export class WorkerPool {
    * listeners serve (not the directories again: a directory that changed
    * meanwhile must not give one port two poems).
    * @throws {PoetryError} the first worker's start-up error (all are stopped).
+   * @throws {StartupError} when the open-file limit cannot hold every
+   * worker's listeners and poems streamed from disk (all are stopped).
    */
   async join(server: PoetryServer, init: Omit<WorkerInit, "ports" | "caps">): Promise<void> {
+    // Now the poems are known: each worker binds every listener and holds
+    // each streamed poem's file open, as the main thread does.
+    const streamed = server.listeners.filter((l) => l.poem.content.bytes === undefined).length;
+    try {
+      checkRoomForFiles(
+        this.size * (server.listeners.length + streamed) + FILES_TO_SPARE,
+        this.size + 1,
+      );
+    } catch (err) {
+      this.terminate();
+      throw err;
+    }
     const configured = init.options.listeners ?? [];
     const positional = server.listeners.length - configured.length;
     const paths = server.listeners.map((l) => l.poem.path);

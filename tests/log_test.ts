@@ -40,7 +40,9 @@ Deno.test("escapeControl escapes C0, DEL, C1 and the Unicode line separators", (
   assert.equal(escapeControl("\x00\x1b[2J\x7f"), "\\x00\\x1b[2J\\x7f");
   assert.equal(escapeControl("\x85\x9b"), "\\x85\\x9b");
   assert.equal(escapeControl("x\u2028y\u2029z"), "x\\u2028y\\u2029z");
-  assert.equal(escapeControl("a\\nb"), "a\\nb", "a backslash stays as it is");
+  // A backslash doubles: otherwise a newline and a backslash-n print alike.
+  assert.equal(escapeControl("a\\nb"), "a\\\\nb");
+  assert.notEqual(escapeControl("a\nb"), escapeControl("a\\nb"));
 });
 
 Deno.test("the text format is byte for byte what it was", () => {
