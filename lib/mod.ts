@@ -99,6 +99,7 @@ export {
   type Fault,
   FAULT_NAMES,
   type FaultableConn,
+  type FaultedResult,
   type FaultName,
   FaultyConn,
   type FaultyConnOptions,
