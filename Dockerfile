@@ -16,10 +16,11 @@ FROM denoland/deno:debian-${DENO_VERSION} AS build
 ENV DENO_DIR=/deno-dir
 WORKDIR /app
 COPY deno.json deno.lock LICENSE main.ts ./
+COPY cli/ cli/
 COPY lib/ lib/
 COPY poems/ poems/
 COPY deploy/healthcheck.ts deploy/healthcheck.ts
-RUN deno cache --frozen main.ts lib/worker_main.ts deploy/healthcheck.ts
+RUN deno cache --frozen main.ts lib/scale/worker_main.ts deploy/healthcheck.ts
 
 FROM denoland/deno:distroless-${DENO_VERSION}
 ENV DENO_DIR=/deno-dir DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1

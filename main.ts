@@ -13,7 +13,6 @@ import {
   flushLogs,
   formatAddress,
   loadConfig,
-  parseCommandLine,
   PoetryError,
   PoetryMetrics,
   randomSeed,
@@ -22,14 +21,14 @@ import {
   serve,
   ServerStats,
   setupLogging,
-  USAGE,
   VERSION,
   WorkerPool,
   writeInBackground,
   writePortsFile,
 } from "./lib/mod.ts";
+import { parseCommandLine, USAGE } from "./cli/options.ts";
 // Not in lib/mod.ts yet: the CLI's start-up is its only user so far.
-import { holdReloadSignals, holdStopSignals } from "./lib/service.ts";
+import { holdReloadSignals, holdStopSignals } from "./lib/service/service.ts";
 
 async function main(args: string[]): Promise<number> {
   // First of all: until a handler is in, SIGHUP ends the process, and loading

@@ -11,7 +11,7 @@
  * @module
  */
 
-export { AccessList, type Cidr, parseCidr } from "./access.ts";
+export { AccessList, type Cidr, parseCidr } from "./policies/access.ts";
 export {
   addReports,
   AdminEndpoint,
@@ -19,9 +19,9 @@ export {
   type StatusReport,
   statusReport,
   type TransferStatus,
-} from "./admin.ts";
+} from "./observe/admin.ts";
 export { fetchPoem, parseAddress, type PoemAddress } from "./client.ts";
-export { EXIT_RUNTIME, EXIT_USAGE, PoetryError, StartupError, UsageError } from "./errors.ts";
+export { EXIT_RUNTIME, EXIT_USAGE, PoetryError, StartupError, UsageError } from "./base/errors.ts";
 export {
   ConnectionGate,
   COUNTED,
@@ -31,26 +31,21 @@ export {
   type TransferCounts,
   type TransferInFlight,
   type TransferObserver,
-} from "./listener.ts";
+} from "./core/listener.ts";
 export {
   connectionTrace,
   droppedLogRecords,
   escapeControl,
   flushLogs,
+  type LogFormat,
+  type LogLevelName,
   type LogOptions,
   logPacedWrite,
   setupLogging,
   writeForwarded,
   writeInBackground,
-} from "./log.ts";
-export {
-  type CommandLine,
-  type LogFormat,
-  type LogLevelName,
-  parseCommandLine,
-  USAGE,
-} from "./options.ts";
-export { leastDuration, type Pace, type PacedTask, PaceWheel, writesNeeded } from "./pace.ts";
+} from "./base/log.ts";
+export { leastDuration, type Pace, type PacedTask, PaceWheel, writesNeeded } from "./core/pace.ts";
 export {
   MAX_PROXY_HEADER_BYTES,
   parseProxyHeader,
@@ -58,7 +53,7 @@ export {
   type ProxyHeader,
   ProxyHeaderError,
   readProxyHeader,
-} from "./proxy.ts";
+} from "./policies/proxy.ts";
 export {
   BLOCK_SIZE,
   loadPoems,
@@ -67,7 +62,7 @@ export {
   type PoemContent,
   type PoemReader,
   STREAM_THRESHOLD,
-} from "./poem.ts";
+} from "./core/poem.ts";
 export {
   LINGER_MS,
   type Outcome,
@@ -76,7 +71,7 @@ export {
   type SenderConn,
   type SenderOptions,
   type SendResult,
-} from "./sender.ts";
+} from "./core/sender.ts";
 export {
   addSummaries,
   type ListenerSettings,
@@ -85,14 +80,14 @@ export {
   serve,
   type ServeOptions,
   type ShutdownSummary,
-} from "./server.ts";
+} from "./server/server.ts";
 export {
   combineConfig,
   loadConfig,
   parseConfig,
   type PoetryConfig,
   reloadConfig,
-} from "./config.ts";
+} from "./service/config.ts";
 export {
   ConnectionFaults,
   type Ending,
@@ -107,12 +102,12 @@ export {
   parseFault,
   randomSeed,
   SeededRandom,
-} from "./faults.ts";
-export { type ListenerAddress, writePortsFile } from "./ports_file.ts";
-export { ResettableConn, ResettableListener } from "./reset_listener.ts";
-export { runAsService, type ServiceOptions } from "./service.ts";
-export { addSnapshots, logStats, ServerStats, type StatsSnapshot } from "./stats.ts";
-export { SharedGate } from "./shared_gate.ts";
+} from "./fixture/faults.ts";
+export { type ListenerAddress, writePortsFile } from "./service/ports_file.ts";
+export { ResettableConn, ResettableListener } from "./fixture/reset_listener.ts";
+export { runAsService, type ServiceOptions } from "./service/service.ts";
+export { addSnapshots, logStats, ServerStats, type StatsSnapshot } from "./observe/stats.ts";
+export { SharedGate } from "./policies/shared_cap.ts";
 export {
   type FromWorker,
   type SpawnOptions,
@@ -120,8 +115,8 @@ export {
   type WorkerInit,
   WorkerPool,
   type WorkerRequest,
-} from "./workers.ts";
-export { STATUS_PAGE } from "./status_page.ts";
+} from "./scale/workers.ts";
+export { STATUS_PAGE } from "./observe/status_page.ts";
 export {
   addFamilies,
   DURATION_BUCKETS,
@@ -131,5 +126,5 @@ export {
   type Labels,
   type MetricFamily,
   PoetryMetrics,
-} from "./metrics.ts";
-export { VERSION } from "./version.ts";
+} from "./observe/metrics.ts";
+export { VERSION } from "./base/version.ts";

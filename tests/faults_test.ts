@@ -9,9 +9,9 @@ import {
   ListenerFaults,
   parseFault,
   SeededRandom,
-} from "../lib/faults.ts";
-import { memoryContent } from "../lib/poem.ts";
-import { UsageError } from "../lib/errors.ts";
+} from "../lib/fixture/faults.ts";
+import { memoryContent } from "../lib/core/poem.ts";
+import { UsageError } from "../lib/base/errors.ts";
 
 Deno.test("fault specs: every fault, with and without a probability", () => {
   assert.deepEqual(parseFault("close-after=100"), {

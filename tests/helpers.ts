@@ -9,7 +9,7 @@
  */
 
 import { fetchPoem, type PoemAddress } from "../lib/client.ts";
-import { STREAM_THRESHOLD } from "../lib/poem.ts";
+import { STREAM_THRESHOLD } from "../lib/core/poem.ts";
 
 /** A poem size just over the threshold, so the server streams it from disk. */
 export const STREAMED_SIZE: number = STREAM_THRESHOLD + 64 * 1024;

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { getTextFormatter, type LogRecord } from "@logtape/logtape";
-import { escapeControl, getBufferedSink, getLogFormatter } from "../lib/log.ts";
+import { escapeControl, getBufferedSink, getLogFormatter } from "../lib/base/log.ts";
 
 function record(
   message: unknown[],

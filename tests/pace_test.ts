@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { chunksOf, leastDuration, PaceWheel, writesNeeded } from "../lib/pace.ts";
+import { chunksOf, leastDuration, PaceWheel, writesNeeded } from "../lib/core/pace.ts";
 import { delay } from "./helpers.ts";
 
 Deno.test("pace: writes needed and least duration", () => {

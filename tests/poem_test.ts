@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { configureSync, type LogRecord, resetSync } from "@logtape/logtape";
-import { explainReadError, findPoemFiles, loadPoems, Poem } from "../lib/poem.ts";
-import { UsageError } from "../lib/errors.ts";
+import { explainReadError, findPoemFiles, loadPoems, Poem } from "../lib/core/poem.ts";
+import { UsageError } from "../lib/base/errors.ts";
 import { makePoems } from "./helpers.ts";
 
 /** Runs `fn` with the `poetry.poem` warnings collected as plain text. */

@@ -10,7 +10,7 @@ import {
   type ProxyHeader,
   ProxyHeaderError,
   readProxyHeader,
-} from "../lib/proxy.ts";
+} from "../lib/policies/proxy.ts";
 import { concat, connectedPair, seededBytes } from "./helpers.ts";
 
 const text = (s: string) => new TextEncoder().encode(s);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { SharedGate } from "../lib/shared_gate.ts";
+import { SharedGate } from "../lib/policies/shared_cap.ts";
 import { delay } from "./helpers.ts";
 
 Deno.test("shared gate: two gates on one counter hold one cap together", async () => {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { VERSION } from "../lib/version.ts";
+import { VERSION } from "../lib/base/version.ts";
 import { ROOT } from "./helpers.ts";
 
 Deno.test("version: --version, deno.json and a release tag agree", async () => {

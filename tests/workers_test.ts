@@ -2,11 +2,11 @@
 // main thread adds up what its workers report.
 
 import assert from "node:assert/strict";
-import { addReports, type StatusReport } from "../lib/admin.ts";
-import { addFamilies, Histogram, type MetricFamily } from "../lib/metrics.ts";
-import { addSummaries, serve, type ShutdownSummary } from "../lib/server.ts";
-import { addSnapshots, type StatsSnapshot } from "../lib/stats.ts";
-import { WorkerPool } from "../lib/workers.ts";
+import { addReports, type StatusReport } from "../lib/observe/admin.ts";
+import { addFamilies, Histogram, type MetricFamily } from "../lib/observe/metrics.ts";
+import { addSummaries, serve, type ShutdownSummary } from "../lib/server/server.ts";
+import { addSnapshots, type StatsSnapshot } from "../lib/observe/stats.ts";
+import { WorkerPool } from "../lib/scale/workers.ts";
 import { fetchBytes, makePoems } from "./helpers.ts";
 
 const linux = Deno.build.os === "linux";

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { parse, parseAllDocuments } from "yaml";
-import { parseCommandLine } from "../../lib/options.ts";
+import { parseCommandLine } from "../../cli/options.ts";
 import { fetchBytes, freePort, freePortRange, ROOT, startServer } from "../helpers.ts";
 
 const dockerfile = await Deno.readTextFile(`${ROOT}/Dockerfile`);

@@ -10,9 +10,9 @@ Deno.test("service: an exception thrown in a callback is one log record; serving
   const script = `${poems.path("")}/throwing.ts`;
   await Deno.writeTextFile(
     script,
-    `import { serve } from "${ROOT}/lib/server.ts";
-import { runAsService } from "${ROOT}/lib/service.ts";
-import { setupLogging } from "${ROOT}/lib/log.ts";
+    `import { serve } from "${ROOT}/lib/server/server.ts";
+import { runAsService } from "${ROOT}/lib/service/service.ts";
+import { setupLogging } from "${ROOT}/lib/base/log.ts";
 setupLogging({ format: "json" });
 const server = await serve([${JSON.stringify(poems.path("p.txt"))}], { iface: "127.0.0.1" });
 const stopped = runAsService(server);

@@ -5,7 +5,7 @@
  * @module
  */
 
-import meta from "../deno.json" with { type: "json" };
+import meta from "../../deno.json" with { type: "json" };
 
 /**
  * The version, e.g. `0.1.0`.

@@ -23,7 +23,7 @@
  */
 
 import type { Logger } from "@logtape/logtape";
-import { Acceptor, formatAddress } from "./accept.ts";
+import { Acceptor, formatAddress } from "../core/accept.ts";
 
 /**
  * Limits of {@linkcode HttpServer}; times in seconds.

@@ -6,8 +6,8 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { AccessList } from "./access.ts";
-import { StartupError, UsageError } from "./errors.ts";
+import { AccessList } from "../policies/access.ts";
+import { StartupError, UsageError } from "../base/errors.ts";
 import {
   ConnectionGate,
   COUNTED,
@@ -17,12 +17,12 @@ import {
   type PoemListenerOptions,
   type TransferCounts,
   type TransferObserver,
-} from "./listener.ts";
-import { type Pace, PaceWheel } from "./pace.ts";
-import { loadPoems, Poem } from "./poem.ts";
-import { type Fault, ListenerFaults, parseFault, randomSeed } from "./faults.ts";
-import { ResettableListener } from "./reset_listener.ts";
-import { SharedGate } from "./shared_gate.ts";
+} from "../core/listener.ts";
+import { type Pace, PaceWheel } from "../core/pace.ts";
+import { loadPoems, Poem } from "../core/poem.ts";
+import { type Fault, ListenerFaults, parseFault, randomSeed } from "../fixture/faults.ts";
+import { ResettableListener } from "../fixture/reset_listener.ts";
+import { SharedGate } from "../policies/shared_cap.ts";
 
 const log = getLogger(["poetry", "server"]);
 
@@ -182,7 +182,7 @@ export async function serve(poemArgs: string[], options: ServeOptions = {}): Pro
  *
  * @example
  * ```ts
- * import { loadPoems } from "./poem.ts";
+ * import { loadPoems } from "../core/poem.ts";
  * import { PoetryServer } from "./server.ts";
  * const server = PoetryServer.start(await loadPoems(["poems/"]), { iface: "127.0.0.1" });
  * await server.reload();

@@ -8,7 +8,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { ConnectionGate } from "./listener.ts";
+import { ConnectionGate } from "../core/listener.ts";
 
 const log = getLogger(["poetry", "listener"]);
 
@@ -28,7 +28,7 @@ const RECHECK_MS = 1000;
  *
  * @example
  * ```ts
- * import { SharedGate } from "./shared_gate.ts";
+ * import { SharedGate } from "./shared_cap.ts";
  * const counters = new SharedArrayBuffer(4);
  * const gate = new SharedGate(10, counters, 0);
  * if (await gate.reserve()) gate.release();

@@ -17,13 +17,13 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import type { StatusReport } from "./admin.ts";
-import { PoetryError, StartupError, UsageError } from "./errors.ts";
-import { type LogOptions, writeForwarded } from "./log.ts";
-import type { MetricFamily } from "./metrics.ts";
+import type { StatusReport } from "../observe/admin.ts";
+import { PoetryError, StartupError, UsageError } from "../base/errors.ts";
+import { type LogOptions, writeForwarded } from "../base/log.ts";
+import type { MetricFamily } from "../observe/metrics.ts";
 import { roomForFiles } from "./open_files.ts";
-import type { OtherDrains, PoetryServer, ServeOptions, ShutdownSummary } from "./server.ts";
-import type { StatsSnapshot } from "./stats.ts";
+import type { OtherDrains, PoetryServer, ServeOptions, ShutdownSummary } from "../server/server.ts";
+import type { StatsSnapshot } from "../observe/stats.ts";
 
 const log = getLogger(["poetry", "workers"]);
 
@@ -250,7 +250,7 @@ class WorkerThread {
  *
  * @example
  * ```ts
- * import { serve } from "./server.ts";
+ * import { serve } from "../server/server.ts";
  * import { WorkerPool } from "./workers.ts";
  * const options = { iface: "127.0.0.1", reusePort: true };
  * const server = await serve(["poems/"], options);
@@ -287,7 +287,7 @@ export class WorkerPool {
     // Without the permission Deno fails the worker with its own
     // uncaught-error report. A compiled binary carries them and needs none.
     if (!Deno.build.standalone && import.meta.url.startsWith("file:")) {
-      const needed = [new URL(".", import.meta.url), new URL("../deno.json", import.meta.url)]
+      const needed = [new URL("..", import.meta.url), new URL("../../deno.json", import.meta.url)]
         .map((url) => decodeURIComponent(url.pathname).replace(/\/$/, ""));
       const missing = needed.filter((path) =>
         Deno.permissions.querySync({ name: "read", path }).state !== "granted"

@@ -19,7 +19,7 @@
 
 import { chunksOf, type PacedTask, type PaceWheel } from "./pace.ts";
 import { BLOCK_SIZE, type PoemContent, type PoemReader } from "./poem.ts";
-import { connectionTrace, logPacedWrite } from "./log.ts";
+import { connectionTrace, logPacedWrite } from "../base/log.ts";
 
 /**
  * Every way a transfer can end, in the order the logs and summaries list them.

@@ -21,7 +21,27 @@ import {
   resetSync,
   type TextFormatter,
 } from "@logtape/logtape";
-import type { LogFormat, LogLevelName } from "./options.ts";
+
+/**
+ * A log level a user may choose.
+ *
+ * @example
+ * ```ts
+ * import type { LogLevelName } from "./log.ts";
+ * const level: LogLevelName = "warning";
+ * ```
+ */
+export type LogLevelName = "debug" | "info" | "warning" | "error";
+/**
+ * How log records are written to stderr.
+ *
+ * @example
+ * ```ts
+ * import type { LogFormat } from "./log.ts";
+ * const format: LogFormat = "json";
+ * ```
+ */
+export type LogFormat = "text" | "json";
 
 /**
  * How to log.

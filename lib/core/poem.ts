@@ -8,7 +8,7 @@
 
 import { Buffer } from "node:buffer";
 import { getLogger } from "@logtape/logtape";
-import { UsageError } from "./errors.ts";
+import { UsageError } from "../base/errors.ts";
 
 const log = getLogger(["poetry", "poem"]);
 

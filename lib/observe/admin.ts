@@ -11,8 +11,8 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { StartupError, UsageError } from "./errors.ts";
-import { formatAddress } from "./accept.ts";
+import { StartupError, UsageError } from "../base/errors.ts";
+import { formatAddress } from "../core/accept.ts";
 import { HttpServer } from "./http_server.ts";
 import {
   addFamilies,
@@ -21,12 +21,12 @@ import {
   type MetricFamily,
   type PoetryMetrics,
 } from "./metrics.ts";
-import type { Pace } from "./pace.ts";
-import type { PoetryServer } from "./server.ts";
+import type { Pace } from "../core/pace.ts";
+import type { PoetryServer } from "../server/server.ts";
 import { addSnapshots, type StatsSnapshot } from "./stats.ts";
 import { STATUS_PAGE } from "./status_page.ts";
-import { VERSION } from "./version.ts";
-import type { WorkerPool } from "./workers.ts";
+import { VERSION } from "../base/version.ts";
+import type { WorkerPool } from "../scale/workers.ts";
 
 const log = getLogger(["poetry", "admin"]);
 
@@ -128,7 +128,7 @@ export interface StatusReport {
  * ```ts
  * import { AdminEndpoint } from "./admin.ts";
  * import { PoetryMetrics } from "./metrics.ts";
- * import { serve } from "./server.ts";
+ * import { serve } from "../server/server.ts";
  * const metrics = new PoetryMetrics();
  * const server = await serve(["poems/"], { iface: "127.0.0.1", observer: metrics });
  * const admin = AdminEndpoint.start(server, { hostname: "127.0.0.1", port: 0, metrics });
@@ -184,7 +184,7 @@ export class AdminEndpoint {
  * ```ts
  * import { statusReport } from "./admin.ts";
  * import { PoetryMetrics } from "./metrics.ts";
- * import { serve } from "./server.ts";
+ * import { serve } from "../server/server.ts";
  * const metrics = new PoetryMetrics();
  * const server = await serve(["poems/"], { iface: "127.0.0.1", observer: metrics });
  * console.log(statusReport(server, metrics).listeners.length);
@@ -236,7 +236,7 @@ export function statusReport(
  * ```ts
  * import { addReports, statusReport } from "./admin.ts";
  * import { PoetryMetrics } from "./metrics.ts";
- * import { serve } from "./server.ts";
+ * import { serve } from "../server/server.ts";
  * const metrics = new PoetryMetrics();
  * const server = await serve(["poems/"], { iface: "127.0.0.1", observer: metrics });
  * const own = statusReport(server, metrics);

@@ -7,10 +7,15 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { COUNTED, formatAddress, type PoemListener, type TransferObserver } from "./listener.ts";
-import { connectionTrace, droppedLogRecords } from "./log.ts";
-import type { PoemSender, SendResult } from "./sender.ts";
-import type { PoetryServer } from "./server.ts";
+import {
+  COUNTED,
+  formatAddress,
+  type PoemListener,
+  type TransferObserver,
+} from "../core/listener.ts";
+import { connectionTrace, droppedLogRecords } from "../base/log.ts";
+import type { PoemSender, SendResult } from "../core/sender.ts";
+import type { PoetryServer } from "../server/server.ts";
 
 const log = getLogger(["poetry", "stats"]);
 const connectionLog = getLogger(["poetry", "connection"]);
@@ -56,7 +61,7 @@ export interface StatsSnapshot {
  *
  * @example
  * ```ts
- * import { serve } from "./server.ts";
+ * import { serve } from "../server/server.ts";
  * import { ServerStats } from "./stats.ts";
  * const stats = new ServerStats();
  * const server = await serve(["poems/"], { iface: "127.0.0.1", observer: stats });
@@ -129,7 +134,7 @@ export class ServerStats implements TransferObserver {
  * @example
  * ```ts
  * import { addSnapshots, ServerStats } from "./stats.ts";
- * import { serve } from "./server.ts";
+ * import { serve } from "../server/server.ts";
  * const stats = new ServerStats();
  * const server = await serve(["poems/"], { iface: "127.0.0.1", observer: stats });
  * const own = stats.snapshot(server);
@@ -154,7 +159,7 @@ const ADDED = [...COUNTED, "sentBytes", "inFlight", "acceptErrors"] as const;
  *
  * @example
  * ```ts
- * import { serve } from "./server.ts";
+ * import { serve } from "../server/server.ts";
  * import { logStats, ServerStats } from "./stats.ts";
  * const stats = new ServerStats();
  * const server = await serve(["poems/"], { iface: "127.0.0.1", observer: stats });

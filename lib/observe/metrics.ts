@@ -17,12 +17,12 @@
  * @module
  */
 
-import type { PoemListener, TransferObserver } from "./listener.ts";
-import { droppedLogRecords } from "./log.ts";
-import { OUTCOMES, type PoemSender, type SendResult } from "./sender.ts";
-import type { PoetryServer } from "./server.ts";
+import type { PoemListener, TransferObserver } from "../core/listener.ts";
+import { droppedLogRecords } from "../base/log.ts";
+import { OUTCOMES, type PoemSender, type SendResult } from "../core/sender.ts";
+import type { PoetryServer } from "../server/server.ts";
 import { ServerStats } from "./stats.ts";
-import { VERSION } from "./version.ts";
+import { VERSION } from "../base/version.ts";
 
 /**
  * Upper bounds of the connection-duration buckets, in seconds: a fast poem
@@ -282,7 +282,7 @@ function numberText(value: number): string {
  * @example
  * ```ts
  * import { PoetryMetrics } from "./metrics.ts";
- * import { serve } from "./server.ts";
+ * import { serve } from "../server/server.ts";
  * const metrics = new PoetryMetrics();
  * const server = await serve(["poems/"], { iface: "127.0.0.1", observer: metrics });
  * console.log(metrics.exposition(server));

@@ -10,13 +10,13 @@
 /// <reference lib="deno.worker" />
 
 import { getLogger } from "@logtape/logtape";
-import { statusReport } from "./admin.ts";
-import { reloadConfig } from "./config.ts";
-import { PoetryError } from "./errors.ts";
-import { flushLogs, setupLogging } from "./log.ts";
-import { PoetryMetrics } from "./metrics.ts";
-import { type PoetryServer, serve } from "./server.ts";
-import { ServerStats } from "./stats.ts";
+import { statusReport } from "../observe/admin.ts";
+import { reloadConfig } from "../service/config.ts";
+import { PoetryError } from "../base/errors.ts";
+import { flushLogs, setupLogging } from "../base/log.ts";
+import { PoetryMetrics } from "../observe/metrics.ts";
+import { type PoetryServer, serve } from "../server/server.ts";
+import { ServerStats } from "../observe/stats.ts";
 import type { FromWorker, ToWorker, WorkerInit } from "./workers.ts";
 
 const log = getLogger(["poetry", "worker"]);

@@ -6,7 +6,7 @@
  */
 
 import { basename, dirname } from "node:path";
-import { UsageError } from "./errors.ts";
+import { UsageError } from "../base/errors.ts";
 
 /**
  * One line of the ports file.

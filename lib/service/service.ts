@@ -7,11 +7,11 @@
 
 import { dirname, isAbsolute, join, parse as parsePath, resolve as resolvePath } from "node:path";
 import { getLogger } from "@logtape/logtape";
-import { flushLogs } from "./log.ts";
-import type { Poem } from "./poem.ts";
-import type { PoetryServer, ShutdownSummary } from "./server.ts";
-import { logStats, ServerStats } from "./stats.ts";
-import type { WorkerPool } from "./workers.ts";
+import { flushLogs } from "../base/log.ts";
+import type { Poem } from "../core/poem.ts";
+import type { PoetryServer, ShutdownSummary } from "../server/server.ts";
+import { logStats, ServerStats } from "../observe/stats.ts";
+import type { WorkerPool } from "../scale/workers.ts";
 
 const log = getLogger(["poetry", "service"]);
 
@@ -69,7 +69,7 @@ export interface HeldSignals {
  *
  * @example
  * ```ts
- * import { serve } from "./server.ts";
+ * import { serve } from "../server/server.ts";
  * import { holdReloadSignals, runAsService } from "./service.ts";
  * const held = holdReloadSignals();
  * const server = await serve(["poems/"]);
@@ -90,7 +90,7 @@ export function holdReloadSignals(): HeldSignals {
  *
  * @example
  * ```ts
- * import { serve } from "./server.ts";
+ * import { serve } from "../server/server.ts";
  * import { holdStopSignals, runAsService } from "./service.ts";
  * const held = holdStopSignals();
  * const server = await serve(["poems/"]);
@@ -149,7 +149,7 @@ const WATCH_SETTLE_MS = 100;
  *
  * @example
  * ```ts
- * import { serve } from "./server.ts";
+ * import { serve } from "../server/server.ts";
  * import { runAsService } from "./service.ts";
  * const server = await serve(["poems/"]);
  * const summary = await runAsService(server);

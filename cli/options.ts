@@ -6,32 +6,13 @@
  */
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { UsageError } from "./errors.ts";
-import { parseCidr } from "./access.ts";
-import type { ServeOptions } from "./server.ts";
-import { parseFault } from "./faults.ts";
+import { UsageError } from "../lib/base/errors.ts";
+import { parseCidr } from "../lib/policies/access.ts";
+import type { ServeOptions } from "../lib/server/server.ts";
+import { parseFault } from "../lib/fixture/faults.ts";
+import type { LogFormat, LogLevelName } from "../lib/base/log.ts";
 
-/**
- * A log level a user may choose.
- *
- * @example
- * ```ts
- * import type { LogLevelName } from "./options.ts";
- * const level: LogLevelName = "warning";
- * ```
- */
-export type LogLevelName = "debug" | "info" | "warning" | "error";
 const LOG_LEVELS: LogLevelName[] = ["debug", "info", "warning", "error"];
-/**
- * How log records are written to stderr.
- *
- * @example
- * ```ts
- * import type { LogFormat } from "./options.ts";
- * const format: LogFormat = "json";
- * ```
- */
-export type LogFormat = "text" | "json";
 
 /**
  * Everything the command line asks for.

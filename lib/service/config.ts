@@ -11,12 +11,12 @@
 import { dirname, isAbsolute, join, normalize } from "node:path";
 import type { Node, ParseError } from "jsonc-parser";
 import type * as Valibot from "valibot";
-import { parseCidr } from "./access.ts";
-import { UsageError } from "./errors.ts";
-import { parseFault } from "./faults.ts";
-import type { Pace } from "./pace.ts";
-import { isKeptFromAllowRead, specialKind } from "./poem.ts";
-import type { ListenerSettings, PoetryServer, ServeOptions } from "./server.ts";
+import { parseCidr } from "../policies/access.ts";
+import { UsageError } from "../base/errors.ts";
+import { parseFault } from "../fixture/faults.ts";
+import type { Pace } from "../core/pace.ts";
+import { isKeptFromAllowRead, specialKind } from "../core/poem.ts";
+import type { ListenerSettings, PoetryServer, ServeOptions } from "../server/server.ts";
 import { getLogger } from "@logtape/logtape";
 
 const log = getLogger(["poetry", "config"]);
@@ -426,7 +426,7 @@ function nodeValue(node: Node): unknown {
  * @example
  * ```ts
  * import { combineConfig, loadConfig, reloadConfig } from "./config.ts";
- * import { serve } from "./server.ts";
+ * import { serve } from "../server/server.ts";
  * const config = await loadConfig("examples/poetry.jsonc");
  * const server = await serve([], combineConfig(config, { iface: "127.0.0.1" }));
  * await reloadConfig(server, "examples/poetry.jsonc", { iface: "127.0.0.1" });

@@ -9,10 +9,10 @@
 
 import { getLogger } from "@logtape/logtape";
 import { Acceptor, formatAddress } from "./accept.ts";
-import { logRecord } from "./log.ts";
-import type { AccessList } from "./access.ts";
-import type { FaultyConn, ListenerFaults } from "./faults.ts";
-import { readProxyHeader } from "./proxy.ts";
+import { logRecord } from "../base/log.ts";
+import type { AccessList } from "../policies/access.ts";
+import type { FaultyConn, ListenerFaults } from "../fixture/faults.ts";
+import { readProxyHeader } from "../policies/proxy.ts";
 import type { Pace, PaceWheel } from "./pace.ts";
 import type { Poem } from "./poem.ts";
 import { type Outcome, OUTCOMES, PoemSender, type SendResult } from "./sender.ts";
