@@ -1,4 +1,4 @@
-// The README is part of the product: its library example runs as written.
+// The README and docs/ are part of the product: their examples run as written.
 
 import assert from "node:assert/strict";
 import { ROOT } from "./helpers.ts";
@@ -24,16 +24,16 @@ Deno.test("readme: the 'Use as a library' example runs as written", async () => 
   }
 });
 
-Deno.test("readme: the haproxy.cfg shown under 'Scaling out' is examples/haproxy.cfg, the one the HAProxy test runs", async () => {
-  const readme = await Deno.readTextFile(`${ROOT}/README.md`);
-  const section = readme.slice(readme.indexOf("## Scaling out"));
+Deno.test("docs/scaling.md: the haproxy.cfg shown under 'HAProxy' is examples/haproxy.cfg, the one the HAProxy test runs", async () => {
+  const page = await Deno.readTextFile(`${ROOT}/docs/scaling.md`);
+  const section = page.slice(page.indexOf("## HAProxy"));
   const shown = /```haproxy\n([\s\S]*?)```/.exec(section)?.[1];
   assert.equal(shown, await Deno.readTextFile(`${ROOT}/examples/haproxy.cfg`));
 });
 
-Deno.test("readme: the client test under 'Testing your client' passes as written", async () => {
-  const readme = await Deno.readTextFile(`${ROOT}/README.md`);
-  const section = readme.slice(readme.indexOf("### For test harnesses"));
+Deno.test("docs/testing-clients.md: the client test under 'For test harnesses' passes as written", async () => {
+  const page = await Deno.readTextFile(`${ROOT}/docs/testing-clients.md`);
+  const section = page.slice(page.indexOf("## For test harnesses"));
   const code = /```ts\n([\s\S]*?)```/.exec(section)![1];
   const example = `${ROOT}/.readme-client-${crypto.randomUUID()}_test.ts`;
   await Deno.writeTextFile(example, code);

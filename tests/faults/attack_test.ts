@@ -37,7 +37,7 @@ function outcomes(stderr: string): string[] {
 // Not met, and not fixable in Deno 2.9.6 with least privilege: Deno.Conn
 // exposes no send-queue size (SIOCOUTQ, TCP_INFO) and no SO_SNDBUF or
 // TCP_NOTSENT_LOWAT, and /proc/net/tcp needs --allow-all. Kept, ignored, so
-// that whoever gets such an API finds the case ready (README: Stalled readers).
+// that whoever gets such an API finds the case ready (docs/operations.md: Stalled readers).
 Deno.test({
   name:
     "attack: a client that keeps reading ~100 KiB/s is never logged 'timed out' by --write-timeout 2 " +

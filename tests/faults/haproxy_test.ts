@@ -1,6 +1,6 @@
 // The real thing in front: HAProxy on loopback, in TCP mode with send-proxy-v2
 // and health checks on /healthz, before two poetry processes, configured by
-// examples/haproxy.cfg, the file the README shows (with free ports in place of
+// examples/haproxy.cfg, the file docs/scaling.md shows (with free ports in place of
 // its fixed ones). Clients connect from distinct 127.0.0.x source addresses so
 // the logs can show whose address poetry saw. Linux only; skipped with a
 // message where haproxy is not installed (.ci/run installs Debian's).
@@ -23,11 +23,11 @@ if (linux && !haproxy) {
   console.log("haproxy tests skipped: haproxy is not installed (apt-get install haproxy)");
 }
 
-/** The configuration the README shows. */
+/** The configuration docs/scaling.md shows. */
 export const HAPROXY_CFG = `${ROOT}/examples/haproxy.cfg`;
 
 /**
- * The README's configuration with free ports: each fixed address must appear
+ * The configuration docs/scaling.md shows, with free ports: each fixed address must appear
  * exactly once outside comments, so a change there fails here rather than
  * leaving a port unreplaced.
  */

@@ -3,7 +3,7 @@
 //
 // Two of these are ignored: they describe what the issue asks for and what
 // Deno 2.9.6 cannot give with least privilege (measurements in each comment).
-// The others check what the README promises instead.
+// The others check what docs/testing-clients.md promises instead.
 
 import assert from "node:assert/strict";
 import { concat, delay, makePoems, seededBytes, startServer } from "../helpers.ts";
@@ -58,7 +58,7 @@ async function fdsWith500Waiting(faults: string[]): Promise<{ before: number; du
 // (this test un-ignored, twice, Deno 2.9.6): without faults 25 -> 31
 // descriptors (the 5 transfers; 495 clients wait in the kernel's backlog);
 // with reset-after 25 -> 525 (every client accepted at once into node:net).
-// Not fixable in Deno 2.9.6 (details in the README, "A real reset"):
+// Not fixable in Deno 2.9.6 (details in docs/testing-clients.md, "A real reset"):
 // - node:net's listener accepts eagerly in Rust (its libuv port queues every
 //   pending connection whether or not JS calls accept; server._handle.readStop
 //   has no effect), and under EMFILE it reports nothing to JS (no 'error'
@@ -196,7 +196,7 @@ Deno.test({
         assert.deepEqual(r.bytes, POEM.subarray(0, r.bytes.length));
       }
       // The record counts what the kernel took before the RST: never fewer
-      // than the client read (the README says it is an upper bound).
+      // than the client read (docs/testing-clients.md says it is an upper bound).
       for (const r of got) {
         if (r.port === undefined) continue;
         for (let i = 0; i < 50 && !stderr().includes(`:${r.port} got`); i++) await delay(100);

@@ -235,7 +235,7 @@ attackTest(
 // randomSeed()`, over the seed combineConfig took from the file. Seen with
 // examples/poetry.jsonc ("seed": 42): `--workers 1` logs "(--seed 42)",
 // `--workers 2` logs "(--seed 468107439)", a new one each run: the faults no
-// longer repeat, against the README's promise of the same seed everywhere.
+// longer repeat, against docs/scaling.md's promise of the same seed everywhere.
 // Now: the seed is the combined options' (file or command line), else random.
 attackTest("--workers keeps the --config file's seed", async () => {
   const poems = await makePoems({ "p.txt": "poem\n" });
@@ -260,7 +260,7 @@ attackTest("--workers keeps the --config file's seed", async () => {
 // once from the main thread and once from each worker. Seen with --workers 4,
 // the poem deleted and the --config file broken, one SIGHUP: four "Could not
 // reload" and four "Could not re-read" records, identical but for the time.
-// The README: "one start-up record, written by the main thread".
+// docs/scaling.md: "one start-up record, written by the main thread".
 // Now: those categories are the main thread's alone; workers log none of them.
 attackTest("a poem that cannot be re-read is one error record, not one per worker", async () => {
   const poems = await makePoems({ "p.txt": "poem\n" });

@@ -188,7 +188,7 @@ Deno.test({
         while (got < start.length) got += (await conn.read(start.subarray(got)))!;
         return { conn, start };
       }));
-      // The README's advice: write a new file, rename it over the poem.
+      // The advice in docs/operations.md: write a new file, rename it over the poem.
       await Deno.rename(poems.path("next.bin"), path);
       server.process.kill("SIGHUP");
       await server.waitForStderr(/Reloaded .*huge\.bin/);
