@@ -5,30 +5,21 @@
  * @module
  */
 
-import {
-  AdminEndpoint,
-  combineConfig,
-  escapeControl,
-  EXIT_RUNTIME,
-  flushLogs,
-  formatAddress,
-  loadConfig,
-  PoetryError,
-  PoetryMetrics,
-  randomSeed,
-  reloadConfig,
-  runAsService,
-  serve,
-  ServerStats,
-  setupLogging,
-  VERSION,
-  WorkerPool,
-  writeInBackground,
-  writePortsFile,
-} from "./lib/mod.ts";
 import { parseCommandLine, USAGE } from "./cli/options.ts";
-// Not in lib/mod.ts yet: the CLI's start-up is its only user so far.
-import { holdReloadSignals, holdStopSignals } from "./lib/service/service.ts";
+import { formatAddress } from "./lib/base/address.ts";
+import { EXIT_RUNTIME, PoetryError } from "./lib/base/errors.ts";
+import { escapeControl, flushLogs, setupLogging, writeInBackground } from "./lib/base/log.ts";
+import { VERSION } from "./lib/base/version.ts";
+import { randomSeed } from "./lib/fixture/fault_spec.ts";
+import { AdminEndpoint } from "./lib/observe/admin.ts";
+import { PoetryMetrics } from "./lib/observe/metrics.ts";
+import { ServerStats } from "./lib/observe/stats.ts";
+import { ServerGroup } from "./lib/scale/group.ts";
+import { WorkerPool } from "./lib/scale/workers.ts";
+import { serve } from "./lib/server/server.ts";
+import { combineConfig, loadConfig, reloadConfig } from "./lib/service/config.ts";
+import { writePortsFile } from "./lib/service/ports_file.ts";
+import { holdReloadSignals, holdStopSignals, runAsService } from "./lib/service/service.ts";
 
 async function main(args: string[]): Promise<number> {
   // First of all: until a handler is in, SIGHUP ends the process, and loading
@@ -75,6 +66,13 @@ async function main(args: string[]): Promise<number> {
     workers?.terminate();
     throw err;
   }
+  const group = new ServerGroup(server, workers, {
+    stats,
+    metrics,
+    reload: cli.config === undefined
+      ? undefined
+      : () => reloadConfig(server, cli.config!, cli.serve),
+  });
   let admin: AdminEndpoint | undefined;
   try {
     await workers?.join(server, {
@@ -85,36 +83,26 @@ async function main(args: string[]): Promise<number> {
       config: cli.config === undefined ? undefined : { path: cli.config, commandLine: cli.serve },
     });
     if (cli.admin && metrics) {
-      admin = AdminEndpoint.start(server, {
-        ...cli.admin,
-        metrics,
-        iface: cli.serve.iface,
-        workers,
-      });
+      admin = AdminEndpoint.start(group, { ...cli.admin, metrics, iface: cli.serve.iface });
     }
   } catch (err) {
-    await server.shutdown(0, workers?.shutdown(0));
+    await group.shutdown(0);
     throw err;
   }
   if (cli.portsFile !== undefined) {
     try {
       await writePortsFile(cli.portsFile, server.listeners);
     } catch (err) {
-      await server.shutdown(0, workers?.shutdown(0));
+      await group.shutdown(0);
       throw err;
     }
   }
   // Signal handlers go in before the Serving lines: a supervisor that reads
   // a line and sends SIGHUP or SIGTERM at once must not kill the process.
-  const stopped = runAsService(server, {
+  const stopped = runAsService(group, {
     held: stops ? [held, stops] : held,
-    reload: cli.config === undefined
-      ? undefined
-      : () => reloadConfig(server, cli.config!, cli.serve),
     watch: cli.watch,
-    stats,
     statsInterval: cli.statsInterval,
-    workers,
   });
   // A file name holding a newline must not print a second, forged line; and
   // a stdout nobody reads must not stop serving (console.log would block

@@ -8,8 +8,8 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { UsageError } from "../lib/base/errors.ts";
 import { parseCidr } from "../lib/policies/access.ts";
-import type { ServeOptions } from "../lib/server/server.ts";
-import { parseFault } from "../lib/fixture/faults.ts";
+import type { ServeOptions } from "../lib/server/options.ts";
+import { parseFault } from "../lib/fixture/fault_spec.ts";
 import type { LogFormat, LogLevelName } from "../lib/base/log.ts";
 
 const LOG_LEVELS: LogLevelName[] = ["debug", "info", "warning", "error"];

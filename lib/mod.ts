@@ -14,24 +14,23 @@
 export { AccessList, type Cidr, parseCidr } from "./policies/access.ts";
 export {
   addReports,
-  AdminEndpoint,
-  type AdminOptions,
   type StatusReport,
   statusReport,
   type TransferStatus,
-} from "./observe/admin.ts";
+} from "./observe/status.ts";
+export { AdminEndpoint, type AdminOptions } from "./observe/admin.ts";
 export { fetchPoem, parseAddress, type PoemAddress } from "./client.ts";
 export { EXIT_RUNTIME, EXIT_USAGE, PoetryError, StartupError, UsageError } from "./base/errors.ts";
+export { ConnectionCap } from "./core/cap.ts";
 export {
-  ConnectionGate,
   COUNTED,
   emptyCounts,
-  formatAddress,
   PoemListener,
   type TransferCounts,
   type TransferInFlight,
   type TransferObserver,
 } from "./core/listener.ts";
+export { formatAddress } from "./base/address.ts";
 export {
   connectionTrace,
   droppedLogRecords,
@@ -72,15 +71,9 @@ export {
   type SenderOptions,
   type SendResult,
 } from "./core/sender.ts";
-export {
-  addSummaries,
-  type ListenerSettings,
-  type OtherDrains,
-  PoetryServer,
-  serve,
-  type ServeOptions,
-  type ShutdownSummary,
-} from "./server/server.ts";
+export { addSummaries, type OtherDrains, type ShutdownSummary } from "./server/summary.ts";
+export { type ListenerSettings, type ServeOptions } from "./server/options.ts";
+export { PoetryServer, serve } from "./server/server.ts";
 export {
   combineConfig,
   loadConfig,
@@ -89,25 +82,21 @@ export {
   reloadConfig,
 } from "./service/config.ts";
 export {
-  ConnectionFaults,
   type Ending,
   type Fault,
   FAULT_NAMES,
-  type FaultableConn,
-  type FaultedResult,
   type FaultName,
-  FaultyConn,
-  type FaultyConnOptions,
-  ListenerFaults,
   parseFault,
   randomSeed,
   SeededRandom,
-} from "./fixture/faults.ts";
+} from "./fixture/fault_spec.ts";
+export { ConnectionFaults, type FaultedResult, ListenerFaults } from "./fixture/fault_plan.ts";
+export { type FaultableConn, FaultyConn, type FaultyConnOptions } from "./fixture/faulty_conn.ts";
 export { type ListenerAddress, writePortsFile } from "./service/ports_file.ts";
 export { ResettableConn, ResettableListener } from "./fixture/reset_listener.ts";
 export { runAsService, type ServiceOptions } from "./service/service.ts";
 export { addSnapshots, logStats, ServerStats, type StatsSnapshot } from "./observe/stats.ts";
-export { SharedGate } from "./policies/shared_cap.ts";
+export { SharedCap } from "./policies/shared_cap.ts";
 export {
   type FromWorker,
   type SpawnOptions,

@@ -3,13 +3,9 @@
 // project did not write, is in tests/faults/clients_test.ts.
 
 import assert from "node:assert/strict";
-import {
-  FaultyConn,
-  type FaultyConnOptions,
-  ListenerFaults,
-  parseFault,
-  SeededRandom,
-} from "../lib/fixture/faults.ts";
+import { parseFault, SeededRandom } from "../lib/fixture/fault_spec.ts";
+import { ListenerFaults } from "../lib/fixture/fault_plan.ts";
+import { FaultyConn, type FaultyConnOptions } from "../lib/fixture/faulty_conn.ts";
 import { memoryContent } from "../lib/core/poem.ts";
 import { UsageError } from "../lib/base/errors.ts";
 

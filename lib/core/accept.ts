@@ -9,6 +9,7 @@
  */
 
 import type { Logger } from "@logtape/logtape";
+import { formatAddress } from "../base/address.ts";
 
 /** First pause after accept ran out of resources; it doubles up to {@linkcode MAX_BACKOFF_MS}. */
 const MIN_BACKOFF_MS = 10;
@@ -96,18 +97,4 @@ export class Acceptor {
     await new Promise((resolve) => setTimeout(resolve, ms));
     this.#backoff = Math.min(ms * 2, MAX_BACKOFF_MS);
   }
-}
-
-/**
- * `host:port`, with IPv6 hosts in brackets.
- *
- * @example
- * ```ts
- * import { formatAddress } from "./accept.ts";
- * formatAddress({ transport: "tcp", hostname: "::1", port: 10001 }); // "[::1]:10001"
- * ```
- */
-export function formatAddress(addr: Deno.NetAddr): string {
-  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
-  return `${host}:${addr.port}`;
 }

@@ -8,14 +8,14 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { Acceptor, formatAddress } from "./accept.ts";
+import { formatAddress } from "../base/address.ts";
 import { logRecord } from "../base/log.ts";
-import type { AccessList } from "../policies/access.ts";
-import type { FaultyConn, ListenerFaults } from "../fixture/faults.ts";
-import { readProxyHeader } from "../policies/proxy.ts";
+import { Acceptor } from "./accept.ts";
+import type { ConnectionCap } from "./cap.ts";
+import { type Decision, PoemFactory, Refusal, type SenderFactory } from "./connection.ts";
 import type { Pace, PaceWheel } from "./pace.ts";
 import type { Poem } from "./poem.ts";
-import { type Outcome, OUTCOMES, PoemSender, type SendResult } from "./sender.ts";
+import { type Outcome, OUTCOMES, type PoemSender, type SendResult } from "./sender.ts";
 
 const log = getLogger(["poetry", "listener"]);
 const connectionLog = getLogger(["poetry", "connection"]);
@@ -66,18 +66,14 @@ export interface PoemListenerOptions {
   wheel?: PaceWheel;
   /** Bytes per paced write. @default {10} */
   numBytes?: number;
-  /** Who may be served; everyone when absent. */
-  access?: AccessList;
   /** Shared cap on transfers in progress; none when absent. */
-  gate?: ConnectionGate;
+  cap?: ConnectionCap;
   /** Drop a client that takes no bytes for this many seconds; 0 disables. @default {30} */
   writeTimeout?: number;
   /** Every connection starts with a PROXY protocol header naming the client. @default {false} */
   proxyProtocol?: boolean;
   /** Told of every transfer's start and end, for statistics; none when absent. */
   observer?: TransferObserver;
-  /** Faults on purpose, drawn per connection; none when absent (the normal path). */
-  faults?: ListenerFaults;
 }
 
 /**
@@ -127,73 +123,6 @@ export interface TransferInFlight {
   total: number;
 }
 
-/**
- * A cap on transfers in progress, shared by all listeners. A listener takes
- * a slot after it accepts a client and before it sends a byte; at the cap,
- * it holds that one client and stops accepting, so the kernel's backlog holds
- * the rest. Slots are handed out in the order they were asked for, so no
- * listener starves another.
- *
- * @example
- * ```ts
- * import { ConnectionGate } from "./listener.ts";
- * const gate = new ConnectionGate(10);
- * if (await gate.reserve()) gate.release();
- * ```
- */
-export class ConnectionGate {
-  /** Most transfers in progress at once. */
-  readonly max: number;
-  #open = 0;
-  #waiters: (() => void)[] = [];
-
-  /** A gate for at most `max` transfers. */
-  constructor(max: number) {
-    this.max = max;
-  }
-
-  /** Slots in use. */
-  get open(): number {
-    return this.#open;
-  }
-
-  /**
-   * Waits for a free slot and takes it.
-   * @returns `false`, without a slot, when `signal` aborts first.
-   */
-  async reserve(signal?: AbortSignal): Promise<boolean> {
-    if (signal?.aborted) return false;
-    if (this.#open < this.max) {
-      // Logged once each time the cap is reached, not for every client after.
-      if (++this.#open === this.max) {
-        log.info("At the cap of {max} transfers; the next client waits for one to end.", {
-          max: this.max,
-        });
-      }
-      return true;
-    }
-    return await new Promise<boolean>((resolve) => {
-      const granted = () => {
-        signal?.removeEventListener("abort", giveUp);
-        resolve(true);
-      };
-      const giveUp = () => {
-        this.#waiters.splice(this.#waiters.indexOf(granted), 1);
-        resolve(false);
-      };
-      this.#waiters.push(granted);
-      signal?.addEventListener("abort", giveUp, { once: true });
-    });
-  }
-
-  /** Gives a slot back, straight to the longest waiter if there is one. */
-  release(): void {
-    const next = this.#waiters.shift();
-    if (next) next();
-    else this.#open--;
-  }
-}
-
 // The connection record's templates, made once: logRecord caches a
 // template's parts by the string, and a string built per record would be
 // hashed anew each time. Index: 1 for an error, + 2 with faults, + 2 more
@@ -210,7 +139,10 @@ const RECORD_TEMPLATES = [
 ];
 
 /**
- * Serves one poem on one listening socket.
+ * Serves one poem on one listening socket: the tutorial's `listenTCP`. It
+ * accepts, holds each client to the cap, lets its factory decide, watches the
+ * transfers' clocks, and records each one once; what is sent is the
+ * sender's business, and who is served the factory's.
  *
  * @example
  * ```ts
@@ -233,6 +165,12 @@ export class PoemListener {
   readonly counts: TransferCounts = emptyCounts();
   /** Connections closed for a missing, malformed or slow PROXY header. */
   badProxyHeaders = 0;
+  /**
+   * Decides each new connection (lib/core/connection.ts): the poem's own
+   * factory, wrapped by the PROXY header, the access list and the faults when
+   * they apply. A reload that changes them puts a new chain here.
+   */
+  factory: SenderFactory;
 
   readonly #listener: Deno.Listener;
   readonly #acceptor: Acceptor;
@@ -246,21 +184,25 @@ export class PoemListener {
   #idle?: PromiseWithResolvers<void>;
   /** Aborts a wait for a slot at the cap when the listener closes. */
   readonly #closing = new AbortController();
-  /**
-   * The clients of transfers whose PROXY header named one: the balancer is
-   * `conn.remoteAddr`, and the status report must show whom the log names.
-   */
-  readonly #proxied = new Map<PoemSender, Deno.NetAddr>();
-  /** Connections whose PROXY header is still being read, each with its task. */
-  readonly #awaitingHeader = new Map<Deno.Conn, Promise<void>>();
+  /** Connections the factory is still deciding (reading a PROXY header), each with its task. */
+  readonly #deciding = new Map<Deno.Conn, Promise<void>>();
   #sweeper?: ReturnType<typeof setInterval>;
 
-  /** Wraps a listening socket; call {@linkcode serve} to start accepting. */
-  constructor(listener: Deno.Listener, poem: Poem, options: PoemListenerOptions = {}) {
+  /**
+   * Wraps a listening socket; call {@linkcode serve} to start accepting.
+   * Without a factory, every client is sent the poem.
+   */
+  constructor(
+    listener: Deno.Listener,
+    poem: Poem,
+    options: PoemListenerOptions = {},
+    factory?: SenderFactory,
+  ) {
     this.#listener = listener;
     this.poem = poem;
     this.addr = listener.addr as Deno.NetAddr;
     this.#options = options;
+    this.factory = factory ?? new PoemFactory(options);
     this.#acceptor = new Acceptor(listener, this.#closing.signal, log);
   }
 
@@ -287,11 +229,13 @@ export class PoemListener {
 
   /**
    * The transfers in flight, read at the moment of the call (for status
-   * pages: the objects are made here, not kept per connection).
+   * pages: the objects are made here, not kept per connection). The peer is
+   * the connection's, which behind a balancer is the client its PROXY
+   * header named.
    */
   *transfers(): Generator<TransferInFlight> {
     for (const sender of this.#active) {
-      const peer = this.#proxied.get(sender) ?? sender.conn.remoteAddr as Deno.NetAddr;
+      const peer = sender.conn.remoteAddr as Deno.NetAddr;
       yield { sender, peer, sent: sender.sent, total: sender.content.size };
     }
   }
@@ -299,16 +243,7 @@ export class PoemListener {
   /** Accepts and serves clients until {@linkcode close}; resolves then. */
   async serve(): Promise<void> {
     this.#startSweeper();
-    for await (const conn of this.#accepted()) {
-      try {
-        this.#handle(conn);
-      } catch (err) {
-        // One connection's failure must not end the accept loop.
-        log.error("Could not serve a connection: {error}", { error: String(err) });
-        this.#options.gate?.release();
-        closeQuietly(conn);
-      }
-    }
+    for await (const conn of this.#accepted()) this.#connected(conn);
   }
 
   /** Stops accepting: new connections are refused. Transfers in flight go on. */
@@ -317,7 +252,7 @@ export class PoemListener {
     this.#closing.abort();
     closeQuietly(this.#listener);
     // Not served yet, so nothing to drain: they are cut short now.
-    for (const conn of this.#awaitingHeader.keys()) closeQuietly(conn);
+    for (const conn of this.#deciding.keys()) closeQuietly(conn);
   }
 
   /**
@@ -326,8 +261,8 @@ export class PoemListener {
    * @returns how many transfers the timeout cut short.
    */
   async drain(timeout: number): Promise<number> {
-    // close() ended the header reads; their records belong in the summary.
-    await Promise.all(this.#awaitingHeader.values());
+    // close() ended the PROXY header reads; their records belong in the summary.
+    await Promise.all(this.#deciding.values());
     let timer: ReturnType<typeof setTimeout> | undefined;
     const expired = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, timeout * 1000);
@@ -355,65 +290,65 @@ export class PoemListener {
   async *#accepted(): AsyncGenerator<Deno.Conn> {
     const closing = this.#closing.signal;
     for (let conn; (conn = await this.#acceptor.accept());) {
-      if (this.#options.gate && !(await this.#options.gate.reserve(closing))) {
+      if (this.#options.cap && !(await this.#options.cap.reserve(closing))) {
         // Shutting down while this client waited for a slot: it gets nothing.
         closeQuietly(conn);
-        this.#record(conn.remoteAddr as Deno.NetAddr, {
-          sent: 0,
-          total: this.poem.content.size,
-          ms: 0,
-          outcome: "cut short",
-        });
+        this.#cutShort(conn.remoteAddr as Deno.NetAddr);
         return;
       }
       yield conn;
     }
   }
 
-  #handle(conn: Deno.Conn, client?: Deno.NetAddr): void {
-    if (this.#options.proxyProtocol && !client) {
-      // In the connection's own task: a slow header never holds up accepting.
-      this.#awaitingHeader.set(conn, this.#readHeader(conn));
-      return;
+  /**
+   * One connection's life, top to bottom, once it is accepted with a slot
+   * under the cap: the factory decides (buildProtocol), the sender sends,
+   * and {@linkcode #ended} records. A factory that must read from the client
+   * first (a PROXY header) decides in the connection's own task, so a slow
+   * client never holds up accepting.
+   */
+  #connected(conn: Deno.Conn): void {
+    try {
+      const decision = this.factory.build(conn, this.poem.content);
+      if (!(decision instanceof Promise)) return this.#begin(conn, decision);
+      this.#deciding.set(
+        conn,
+        decision.then((late) => this.#begin(conn, late, true))
+          .catch((err) => this.#failed(conn, err))
+          .finally(() => this.#deciding.delete(conn)),
+      );
+    } catch (err) {
+      // One connection's failure must not end the accept loop.
+      this.#failed(conn, err);
     }
-    const peer = client ?? conn.remoteAddr as Deno.NetAddr;
-    if (this.#options.access && !this.#options.access.permits(peer.hostname)) {
-      closeQuietly(conn);
-      this.#options.gate?.release();
-      this.counts.denied++;
-      connectionLog.info("{peer} denied by --allow/--deny: closed without a byte.", {
-        peer: formatAddress(peer),
-        poem: this.poem.path,
-      });
-      return;
-    }
-    // Only a listener with faults draws them; the normal path is unchanged.
-    const content = this.poem.content;
-    const faults = this.#options.faults?.plan();
-    const sender = faults
-      ? new PoemSender(faults.wrap(conn), faults.content(content), this.#options)
-      : new PoemSender(conn, content, this.#options);
-    this.#options.observer?.transferStarted(this, sender, peer);
-    this.#active.add(sender);
-    if (client) this.#proxied.set(sender, client);
-    // The common case shares one callback; a PROXY client's address or a
-    // fault plan needs a closure of its own.
-    sender.start(
-      client || faults
-        ? (result) => this.#ended(sender, faults ? faults.report(result, content) : result, peer)
-        : this.#senderEnded,
-    );
   }
 
-  #senderEnded = (result: SendResult, sender: PoemSender): void =>
-    this.#ended(sender, result, sender.conn.remoteAddr as Deno.NetAddr);
+  /** Sends, or refuses; `late` after a factory that read from the client first. */
+  #begin(conn: Deno.Conn, decision: Decision, late = false): void {
+    if (late && this.#closing.signal.aborted) {
+      // Shutting down while the client was being decided: not served, as at the cap.
+      closeQuietly(conn);
+      this.#options.cap?.release();
+      return this.#cutShort(decision.conn.remoteAddr as Deno.NetAddr);
+    }
+    if (decision instanceof Refusal) return this.#refused(conn, decision);
+    const sender = decision;
+    this.#options.observer?.transferStarted(this, sender, sender.conn.remoteAddr as Deno.NetAddr);
+    this.#active.add(sender);
+    sender.start(this.#ended);
+  }
 
-  #ended(sender: PoemSender, result: SendResult, peer: Deno.NetAddr): void {
+  /** The end of a transfer: its slot freed, and recorded as the connection describes it. */
+  #ended = (result: SendResult, sender: PoemSender): void => {
     this.#active.delete(sender);
-    this.#proxied.delete(sender);
     try {
-      this.#options.gate?.release();
-      this.#record(peer, result, sender);
+      this.#options.cap?.release();
+      const conn = sender.conn;
+      this.#record(
+        conn.remoteAddr as Deno.NetAddr,
+        conn.describe ? conn.describe(result) : result,
+        sender,
+      );
     } catch (err) {
       // A failing observer must not leave the drain waiting.
       log.error("Could not record a transfer: {error}", { error: String(err) });
@@ -423,47 +358,38 @@ export class PoemListener {
         this.#idle = undefined;
       }
     }
-  }
+  };
 
-  /**
-   * Reads the PROXY header, then serves the client it names (or, for a
-   * balancer's LOCAL health check, the balancer itself). A connection with
-   * no valid header within the timeout is closed without a byte.
-   */
-  async #readHeader(conn: Deno.Conn): Promise<void> {
-    const proxy = conn.remoteAddr as Deno.NetAddr;
-    let client: Deno.NetAddr | undefined;
-    let error: unknown;
-    try {
-      client = (await readProxyHeader(conn)).source ?? proxy;
-    } catch (err) {
-      error = err;
-    } finally {
-      this.#awaitingHeader.delete(conn);
-    }
-    if (client && !this.#closing.signal.aborted) {
-      try {
-        return this.#handle(conn, client);
-      } catch (err) {
-        log.error("Could not serve a connection: {error}", { error: String(err) });
-        this.#options.gate?.release();
-        return closeQuietly(conn);
-      }
-    }
+  /** Closed without a byte, as the factory decided: counted and logged with its reason. */
+  #refused(conn: Deno.Conn, refusal: Refusal): void {
     closeQuietly(conn);
-    this.#options.gate?.release();
-    if (this.#closing.signal.aborted) {
-      // Shutting down before the header was in: not served, as at the cap.
-      const result = { sent: 0, total: this.poem.content.size, ms: 0 };
-      this.#record(client ?? proxy, { ...result, outcome: "cut short" });
+    this.#options.cap?.release();
+    const peer = formatAddress(refusal.conn.remoteAddr as Deno.NetAddr);
+    if (refusal.reason === "denied") {
+      this.counts.denied++;
+      connectionLog.info("{peer} denied by --allow/--deny: closed without a byte.", {
+        peer,
+        poem: this.poem.path,
+      });
     } else {
       this.badProxyHeaders++;
       connectionLog.warning("{peer} sent no valid PROXY header ({error}): closed without a byte.", {
-        peer: formatAddress(proxy),
+        peer,
         poem: this.poem.path,
-        error: error instanceof Error ? error.message : String(error),
+        error: refusal.detail,
       });
     }
+  }
+
+  #failed(conn: Deno.Conn, err: unknown): void {
+    log.error("Could not serve a connection: {error}", { error: String(err) });
+    this.#options.cap?.release();
+    closeQuietly(conn);
+  }
+
+  #cutShort(peer: Deno.NetAddr): void {
+    const result = { sent: 0, total: this.poem.content.size, ms: 0 };
+    this.#record(peer, { ...result, outcome: "cut short" });
   }
 
   #record(peer: Deno.NetAddr, result: SendResult, sender?: PoemSender): void {
@@ -488,21 +414,11 @@ export class PoemListener {
     const timeout = (this.#options.writeTimeout ?? 30) * 1000;
     this.#sweeper = setInterval(() => {
       const now = performance.now();
-      if (!this.#options.faults) {
-        for (const sender of this.#active) sender.checkTimeouts(now, timeout);
-        return;
-      }
-      // A fault that holds a connection on purpose (a delay, a stall) is not
-      // a client that stopped reading: no write timeout, no end of the linger.
-      for (const sender of this.#active) {
-        if (!(sender.conn as Partial<FaultyConn>).holding) sender.checkTimeouts(now, timeout);
-      }
+      for (const sender of this.#active) sender.checkTimeouts(now, timeout);
     }, timeout > 0 ? Math.min(SWEEP_MS, timeout / 4) : SWEEP_MS);
     Deno.unrefTimer(this.#sweeper!);
   }
 }
-
-export { formatAddress };
 
 function closeQuietly(closer: { close(): void }): void {
   try {

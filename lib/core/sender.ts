@@ -80,7 +80,17 @@ export interface SendResult {
  * const asSenderConn = (conn: Deno.Conn): SenderConn => conn;
  * ```
  */
-export type SenderConn = Pick<Deno.Conn, "read" | "write" | "closeWrite" | "close" | "remoteAddr">;
+export interface SenderConn
+  extends Pick<Deno.Conn, "read" | "write" | "closeWrite" | "close" | "remoteAddr"> {
+  /**
+   * True while the connection holds bytes back on purpose (a fault's delay
+   * or stall): that is not a client that stopped reading, so neither the
+   * write timeout nor the end of the lingering close applies.
+   */
+  readonly holding?: boolean;
+  /** Its own account of a finished transfer: a faulty connection adds its faults. */
+  describe?(result: SendResult): SendResult;
+}
 
 /** How a sender paces its poem. */
 export interface SenderOptions {
@@ -263,11 +273,12 @@ export class PoemSender implements PacedTask {
   /**
    * Called by the listener about twice a second: times out a transfer that
    * has waited on one write or read for more than `writeTimeoutMs` (0: never),
-   * and ends a lingering close after {@linkcode LINGER_MS}.
+   * and ends a lingering close after {@linkcode LINGER_MS}; not while the
+   * connection holds bytes back on purpose ({@linkcode SenderConn.holding}).
    */
   checkTimeouts(now: number, writeTimeoutMs: number): void {
     const since = this.#waitingSince;
-    if (since === undefined) return;
+    if (since === undefined || this.conn.holding) return;
     if (this.#lingering) {
       if (now - since >= LINGER_MS) this.#close();
     } else if (writeTimeoutMs > 0 && now - since > writeTimeoutMs) {

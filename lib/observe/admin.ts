@@ -12,29 +12,19 @@
 
 import { getLogger } from "@logtape/logtape";
 import { StartupError, UsageError } from "../base/errors.ts";
-import { formatAddress } from "../core/accept.ts";
+import { formatAddress } from "../base/address.ts";
 import { HttpServer } from "./http_server.ts";
 import {
-  addFamilies,
   exposition,
   EXPOSITION_CONTENT_TYPE,
   type MetricFamily,
   type PoetryMetrics,
 } from "./metrics.ts";
-import type { Pace } from "../core/pace.ts";
 import type { PoetryServer } from "../server/server.ts";
-import { addSnapshots, type StatsSnapshot } from "./stats.ts";
+import { type StatusReport, statusReport } from "./status.ts";
 import { STATUS_PAGE } from "./status_page.ts";
-import { VERSION } from "../base/version.ts";
-import type { WorkerPool } from "../scale/workers.ts";
 
 const log = getLogger(["poetry", "admin"]);
-
-/**
- * Most transfers listed in one `/status.json`: with 10,000 slow clients the
- * page would otherwise fetch megabytes twice a second. The rest are counted.
- */
-const MAX_LISTED = 500;
 
 /**
  * Where and what the admin endpoint serves.
@@ -57,68 +47,55 @@ export interface AdminOptions {
   metrics: PoetryMetrics;
   /** The poems' `--iface`, for the hint when `--allow-net` does not cover the admin address. */
   iface?: string;
-  /** The other workers of `--workers`, whose metrics and transfers are added in. */
-  workers?: WorkerPool;
 }
 
 /**
- * One transfer in flight in {@linkcode StatusReport}.
+ * What the admin endpoint reports on: one server ({@linkcode observe}), or a
+ * group of them that looks like one (`--workers`, lib/scale/group.ts).
  *
  * @example
  * ```ts
- * import type { TransferStatus } from "./admin.ts";
- * const t: TransferStatus = { peer: "127.0.0.1:50000", sent: 120, total: 400, seconds: 1.2 };
+ * import { type Observed, observe } from "./admin.ts";
+ * import { PoetryMetrics } from "./metrics.ts";
+ * import { serve } from "../server/server.ts";
+ * const metrics = new PoetryMetrics();
+ * const server = await serve(["poems/"], { iface: "127.0.0.1", observer: metrics });
+ * const observed: Observed = observe(server, metrics);
+ * console.log((await observed.report()).listeners.length);
+ * await server.shutdown();
  * ```
  */
-export interface TransferStatus {
-  /** The client, `host:port`. */
-  peer: string;
-  /** Bytes the kernel has taken. */
-  sent: number;
-  /** Bytes in this client's version of the poem. */
-  total: number;
-  /** Seconds since it was accepted. */
-  seconds: number;
+export interface Observed {
+  /** Whether shutdown has begun: `/healthz` answers 503. */
+  readonly draining: boolean;
+  /** The metric families for `/metrics`. */
+  families(): Promise<MetricFamily[]>;
+  /** The report for `/status.json`. */
+  report(): Promise<StatusReport>;
 }
 
 /**
- * What `GET /status.json` returns.
+ * One server, observed through the metrics it was started with.
  *
  * @example
  * ```ts
- * import type { StatusReport } from "./admin.ts";
- * const inFlight = (r: StatusReport) => r.listeners.map((l) => l.transfers.length);
+ * import { observe } from "./admin.ts";
+ * import { PoetryMetrics } from "./metrics.ts";
+ * import { serve } from "../server/server.ts";
+ * const metrics = new PoetryMetrics();
+ * const server = await serve(["poems/"], { iface: "127.0.0.1", observer: metrics });
+ * console.log((await observe(server, metrics).families()).length > 0); // true
+ * await server.shutdown();
  * ```
  */
-export interface StatusReport {
-  /** poetry's version. */
-  version: string;
-  /** Whether shutdown has begun. */
-  draining: boolean;
-  /** Totals since start (the stats record's). */
-  totals: StatsSnapshot;
-  /** One per listener, in the order of the `Serving` lines. */
-  listeners: {
-    /** The poem, as named on the command line. */
-    poem: string;
-    /** Where it listens, `host:port`. */
-    address: string;
-    /** Bytes in the current version of the poem. */
-    size: number;
-    /** Slow mode's pace, or `null` in fast mode. */
-    pace: Pace | null;
-    /** Transfers in flight. */
-    active: number;
-    /** The oldest transfers in flight, at most 500 over all listeners. */
-    transfers: TransferStatus[];
-    /** Transfers in flight not listed. */
-    unlisted: number;
-  }[];
-  /**
-   * With `--workers`, each worker's own totals, the main thread first: how
-   * evenly the kernel spreads the clients. Absent with one worker.
-   */
-  workers?: { completed: number; inFlight: number }[];
+export function observe(server: PoetryServer, metrics: PoetryMetrics): Observed {
+  return {
+    get draining() {
+      return server.draining;
+    },
+    families: () => Promise.resolve(metrics.families(server)),
+    report: () => Promise.resolve(statusReport(server, metrics)),
+  };
 }
 
 /**
@@ -126,12 +103,16 @@ export interface StatusReport {
  *
  * @example
  * ```ts
- * import { AdminEndpoint } from "./admin.ts";
+ * import { AdminEndpoint, observe } from "./admin.ts";
  * import { PoetryMetrics } from "./metrics.ts";
  * import { serve } from "../server/server.ts";
  * const metrics = new PoetryMetrics();
  * const server = await serve(["poems/"], { iface: "127.0.0.1", observer: metrics });
- * const admin = AdminEndpoint.start(server, { hostname: "127.0.0.1", port: 0, metrics });
+ * const admin = AdminEndpoint.start(observe(server, metrics), {
+ *   hostname: "127.0.0.1",
+ *   port: 0,
+ *   metrics,
+ * });
  * console.log(`http://127.0.0.1:${admin.addr.port}/metrics`);
  * await server.shutdown();
  * await admin.shutdown();
@@ -155,9 +136,9 @@ export class AdminEndpoint {
    * @throws {StartupError} when the address is in use or not this machine's.
    * @throws {UsageError} when `--allow-net` does not cover the address.
    */
-  static start(server: PoetryServer, options: AdminOptions): AdminEndpoint {
+  static start(observed: Observed, options: AdminOptions): AdminEndpoint {
     let http: HttpServer | undefined;
-    const handler = (request: Request) => respond(request, server, options, http!);
+    const handler = (request: Request) => respond(request, observed, http!);
     try {
       http = HttpServer.listen({ ...options, who: "Admin endpoint" }, handler, log);
     } catch (err) {
@@ -177,115 +158,26 @@ export class AdminEndpoint {
   }
 }
 
-/**
- * The status report for `/status.json`.
- *
- * @example
- * ```ts
- * import { statusReport } from "./admin.ts";
- * import { PoetryMetrics } from "./metrics.ts";
- * import { serve } from "../server/server.ts";
- * const metrics = new PoetryMetrics();
- * const server = await serve(["poems/"], { iface: "127.0.0.1", observer: metrics });
- * console.log(statusReport(server, metrics).listeners.length);
- * await server.shutdown();
- * ```
- */
-export function statusReport(
-  server: PoetryServer,
-  metrics: PoetryMetrics,
-): StatusReport {
-  const now = performance.now();
-  let room = MAX_LISTED;
-  return {
-    version: VERSION,
-    draining: server.draining,
-    totals: metrics.stats.snapshot(server),
-    listeners: server.listeners.map((listener) => {
-      const transfers: TransferStatus[] = [];
-      for (const t of listener.transfers()) {
-        if (room === 0) break;
-        room--;
-        const started = metrics.startedAt(t.sender);
-        transfers.push({
-          peer: formatAddress(t.peer),
-          sent: t.sent,
-          total: t.total,
-          seconds: started === undefined ? 0 : Math.round(now - started) / 1000,
-        });
-      }
-      return {
-        poem: listener.poem.path,
-        address: formatAddress(listener.addr),
-        size: listener.poem.content.size,
-        pace: listener.pace ?? null,
-        active: listener.activeCount,
-        transfers,
-        unlisted: listener.activeCount - transfers.length,
-      };
-    }),
-  };
-}
-
-/**
- * The main thread's status report with its workers' (`--workers`) added:
- * totals added, each listener's transfers merged (the oldest first, at most
- * 500 over all), and each worker's own totals in `workers`.
- *
- * @example
- * ```ts
- * import { addReports, statusReport } from "./admin.ts";
- * import { PoetryMetrics } from "./metrics.ts";
- * import { serve } from "../server/server.ts";
- * const metrics = new PoetryMetrics();
- * const server = await serve(["poems/"], { iface: "127.0.0.1", observer: metrics });
- * const own = statusReport(server, metrics);
- * console.log(addReports(own, [own]).workers?.length); // 2
- * await server.shutdown();
- * ```
- */
-export function addReports(own: StatusReport, workers: StatusReport[]): StatusReport {
-  const all = [own, ...workers];
-  let room = MAX_LISTED;
-  return {
-    ...own,
-    totals: addSnapshots(own.totals, workers.map((w) => w.totals)),
-    listeners: own.listeners.map((listener, i) => {
-      const same = all.map((r) => r.listeners[i]).filter((l) => l !== undefined);
-      const active = same.reduce((n, l) => n + l.active, 0);
-      const transfers = same.flatMap((l) => l.transfers)
-        .sort((a, b) => b.seconds - a.seconds)
-        .slice(0, room);
-      room -= transfers.length;
-      return { ...listener, active, transfers, unlisted: active - transfers.length };
-    }),
-    workers: all.map((r) => ({ completed: r.totals.completed, inFlight: r.totals.inFlight })),
-  };
-}
-
-async function respond(
-  request: Request,
-  server: PoetryServer,
-  options: AdminOptions,
-  http: HttpServer,
-): Promise<Response> {
+async function respond(request: Request, observed: Observed, http: HttpServer): Promise<Response> {
   const { pathname } = new URL(request.url);
   if (request.method !== "GET" && request.method !== "HEAD") {
     return new Response("only GET\n", { status: 405, headers: { allow: "GET, HEAD" } });
   }
   const noStore = { "cache-control": "no-store" };
   switch (pathname) {
-    case "/metrics":
-      return new Response(await metricsText(server, options, http), {
+    case "/metrics": {
+      const families = [...await observed.families(), ...httpFamilies(http)];
+      return new Response(exposition(families), {
         headers: { "content-type": EXPOSITION_CONTENT_TYPE, ...noStore },
       });
+    }
     case "/healthz":
       // A load balancer stops sending clients once this turns 503.
-      return server.draining
+      return observed.draining
         ? new Response("draining\n", { status: 503, headers: noStore })
         : new Response("ok\n", { headers: noStore });
     case "/status.json":
-      return Response.json(await fullReport(server, options), { headers: noStore });
+      return Response.json(await observed.report(), { headers: noStore });
     case "/":
       return new Response(STATUS_PAGE, {
         headers: { "content-type": "text/html; charset=utf-8", ...noStore },
@@ -295,16 +187,6 @@ async function respond(
         status: 404,
       });
   }
-}
-
-async function metricsText(
-  server: PoetryServer,
-  options: AdminOptions,
-  http: HttpServer,
-): Promise<string> {
-  const own = [...options.metrics.families(server), ...httpFamilies(http)];
-  if (!options.workers) return exposition(own);
-  return exposition(addFamilies(own, await options.workers.families()));
 }
 
 /** The admin endpoint's own health: what its limits turned away. */
@@ -330,12 +212,6 @@ function httpFamilies(http: HttpServer): MetricFamily[] {
       samples: [{ value: http.overCap }],
     },
   ];
-}
-
-async function fullReport(server: PoetryServer, options: AdminOptions): Promise<StatusReport> {
-  const own = statusReport(server, options.metrics);
-  if (!options.workers) return own;
-  return addReports(own, await options.workers.reports());
 }
 
 function explainListenError(err: unknown, options: AdminOptions): Error {

@@ -23,7 +23,8 @@
  */
 
 import type { Logger } from "@logtape/logtape";
-import { Acceptor, formatAddress } from "../core/accept.ts";
+import { formatAddress } from "../base/address.ts";
+import { Acceptor } from "../core/accept.ts";
 
 /**
  * Limits of {@linkcode HttpServer}; times in seconds.

@@ -7,15 +7,10 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import {
-  COUNTED,
-  formatAddress,
-  type PoemListener,
-  type TransferObserver,
-} from "../core/listener.ts";
+import { formatAddress } from "../base/address.ts";
+import { COUNTED, type PoemListener, type TransferObserver } from "../core/listener.ts";
 import { connectionTrace, droppedLogRecords } from "../base/log.ts";
 import type { PoemSender, SendResult } from "../core/sender.ts";
-import type { PoetryServer } from "../server/server.ts";
 
 const log = getLogger(["poetry", "stats"]);
 const connectionLog = getLogger(["poetry", "connection"]);
@@ -101,8 +96,8 @@ export class ServerStats implements TransferObserver {
     return sent;
   }
 
-  /** The server's totals now. */
-  snapshot(server: PoetryServer): StatsSnapshot {
+  /** The totals of a server's listeners now. */
+  snapshot(server: { readonly listeners: readonly PoemListener[] }): StatsSnapshot {
     const snapshot: StatsSnapshot = {
       completed: 0,
       "client left": 0,
@@ -154,8 +149,7 @@ const ADDED = [...COUNTED, "sentBytes", "inFlight", "acceptErrors"] as const;
 
 /**
  * Writes one stats record to the log: totals since start, in the words of
- * the per-connection records, with `workers`' totals added (see
- * {@linkcode addSnapshots}). SIGUSR1 and `--stats-interval` call it.
+ * the per-connection records. SIGUSR2 and `--stats-interval` call it.
  *
  * @example
  * ```ts
@@ -163,16 +157,11 @@ const ADDED = [...COUNTED, "sentBytes", "inFlight", "acceptErrors"] as const;
  * import { logStats, ServerStats } from "./stats.ts";
  * const stats = new ServerStats();
  * const server = await serve(["poems/"], { iface: "127.0.0.1", observer: stats });
- * logStats(server, stats);
+ * logStats(stats.snapshot(server));
  * await server.shutdown();
  * ```
  */
-export function logStats(
-  server: PoetryServer,
-  stats: ServerStats,
-  workers: StatsSnapshot[] = [],
-): void {
-  const snapshot = addSnapshots(stats.snapshot(server), workers);
+export function logStats(snapshot: StatsSnapshot): void {
   log.info(
     "Stats: {outcomes}; {sentBytes} bytes sent; {inFlight} in flight; " +
       "{acceptErrors} accept errors; {droppedLogRecords} log records dropped; up {uptimeSeconds} s.",

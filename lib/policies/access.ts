@@ -8,6 +8,9 @@
  */
 
 import type { BlockList } from "node:net";
+import { type Decision, Refusal, type SenderFactory } from "../core/connection.ts";
+import type { PoemContent } from "../core/poem.ts";
+import type { SenderConn } from "../core/sender.ts";
 
 /**
  * `node:net`, loaded at its first use rather than with the program: it took
@@ -102,6 +105,35 @@ export class AccessList {
     const family = net().isIP(address) === 6 ? "ipv6" : "ipv4";
     if (this.#deny?.check(address, family)) return false;
     return this.#allow === undefined || this.#allow.check(address, family);
+  }
+}
+
+/**
+ * `--allow`/`--deny` as a wrapper around a listener's factory: a client the
+ * list does not permit is refused, closed without a byte.
+ *
+ * @example
+ * ```ts
+ * import { PoemFactory } from "../core/connection.ts";
+ * import { AccessFactory, AccessList } from "./access.ts";
+ * const factory = new AccessFactory(new PoemFactory({}), new AccessList({ allow: ["127.0.0.0/8"] }));
+ * ```
+ */
+export class AccessFactory implements SenderFactory {
+  readonly #inner: SenderFactory;
+  readonly #list: AccessList;
+
+  /** Lets `inner` decide for the clients `list` permits. */
+  constructor(inner: SenderFactory, list: AccessList) {
+    this.#inner = inner;
+    this.#list = list;
+  }
+
+  /** Refuses a client the list does not permit; the inner factory decides for the others. */
+  build(conn: SenderConn, content: PoemContent): Decision | Promise<Decision> {
+    const peer = conn.remoteAddr as Deno.NetAddr;
+    if (!this.#list.permits(peer.hostname)) return new Refusal(conn, "denied");
+    return this.#inner.build(conn, content);
   }
 }
 

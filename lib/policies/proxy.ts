@@ -349,7 +349,7 @@ function checkTlvs(tlvs: Uint8Array): void {
  * ```
  */
 export async function readProxyHeader(
-  conn: Deno.Conn,
+  conn: Pick<Deno.Conn, "read" | "close">,
   options: { timeoutMs?: number } = {},
 ): Promise<ProxyHeader> {
   const timeoutMs = options.timeoutMs ?? PROXY_HEADER_TIMEOUT_MS;

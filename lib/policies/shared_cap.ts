@@ -8,7 +8,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { ConnectionGate } from "../core/listener.ts";
+import { ConnectionCap } from "../core/cap.ts";
 
 const log = getLogger(["poetry", "listener"]);
 
@@ -20,25 +20,25 @@ const log = getLogger(["poetry", "listener"]);
 const RECHECK_MS = 1000;
 
 /**
- * A {@linkcode ConnectionGate} whose count is the `index`th 32-bit counter
- * of `counters` (a `SharedArrayBuffer`), shared by every gate made on it in
+ * A {@linkcode ConnectionCap} whose count is the `index`th 32-bit counter
+ * of `counters` (a `SharedArrayBuffer`), shared by every cap made on it in
  * any worker. Waiting is `Atomics.waitAsync`: no thread blocks. Unlike the
- * local gate, it does not hand a freed slot to the longest waiter: the
+ * local cap, it does not hand a freed slot to the longest waiter: the
  * waiters of all workers race for it.
  *
  * @example
  * ```ts
- * import { SharedGate } from "./shared_cap.ts";
+ * import { SharedCap } from "./shared_cap.ts";
  * const counters = new SharedArrayBuffer(4);
- * const gate = new SharedGate(10, counters, 0);
- * if (await gate.reserve()) gate.release();
+ * const cap = new SharedCap(10, counters, 0);
+ * if (await cap.reserve()) cap.release();
  * ```
  */
-export class SharedGate extends ConnectionGate {
+export class SharedCap extends ConnectionCap {
   readonly #count: Int32Array;
   readonly #index: number;
 
-  /** A gate for at most `max` transfers, counted in `counters` at `index`. */
+  /** A cap of at most `max` transfers, counted in `counters` at `index`. */
   constructor(max: number, counters: SharedArrayBuffer, index: number) {
     super(max);
     this.#count = new Int32Array(counters);

@@ -10,7 +10,7 @@
 /// <reference lib="deno.worker" />
 
 import { getLogger } from "@logtape/logtape";
-import { statusReport } from "../observe/admin.ts";
+import { statusReport } from "../observe/status.ts";
 import { reloadConfig } from "../service/config.ts";
 import { PoetryError } from "../base/errors.ts";
 import { flushLogs, setupLogging } from "../base/log.ts";

@@ -17,12 +17,14 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import type { StatusReport } from "../observe/admin.ts";
+import type { StatusReport } from "../observe/status.ts";
 import { PoetryError, StartupError, UsageError } from "../base/errors.ts";
 import { type LogOptions, writeForwarded } from "../base/log.ts";
 import type { MetricFamily } from "../observe/metrics.ts";
 import { roomForFiles } from "./open_files.ts";
-import type { OtherDrains, PoetryServer, ServeOptions, ShutdownSummary } from "../server/server.ts";
+import type { OtherDrains, ShutdownSummary } from "../server/summary.ts";
+import type { PoetryServer } from "../server/server.ts";
+import type { ServeOptions } from "../server/options.ts";
 import type { StatsSnapshot } from "../observe/stats.ts";
 
 const log = getLogger(["poetry", "workers"]);

@@ -6,145 +6,27 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { AccessList } from "../policies/access.ts";
+import { formatAddress } from "../base/address.ts";
 import { StartupError, UsageError } from "../base/errors.ts";
-import {
-  ConnectionGate,
-  COUNTED,
-  emptyCounts,
-  formatAddress,
-  PoemListener,
-  type PoemListenerOptions,
-  type TransferCounts,
-  type TransferObserver,
-} from "../core/listener.ts";
-import { type Pace, PaceWheel } from "../core/pace.ts";
+import { ConnectionCap, NestedCap } from "../core/cap.ts";
+import { COUNTED, PoemListener } from "../core/listener.ts";
+import type { PaceWheel } from "../core/pace.ts";
 import { loadPoems, Poem } from "../core/poem.ts";
-import { type Fault, ListenerFaults, parseFault, randomSeed } from "../fixture/faults.ts";
+import { randomSeed } from "../fixture/fault_spec.ts";
 import { ResettableListener } from "../fixture/reset_listener.ts";
-import { SharedGate } from "../policies/shared_cap.ts";
+import { AccessList } from "../policies/access.ts";
+import { SharedCap } from "../policies/shared_cap.ts";
+import {
+  applyPaceAndFaults,
+  factoryFor,
+  type ListenerState,
+  listenOrExplain,
+  logFaults,
+} from "./listeners.ts";
+import type { ListenerSettings, ServeOptions } from "./options.ts";
+import { addSummaries, type OtherDrains, type ShutdownSummary } from "./summary.ts";
 
 const log = getLogger(["poetry", "server"]);
-
-/**
- * Options for {@linkcode serve}; the command line sets the same ones.
- *
- * @example
- * ```ts
- * import type { ServeOptions } from "./server.ts";
- * const slow: ServeOptions = { port: 10000, pace: { numBytes: 10, delay: 0.1 }, maxConnections: 1000 };
- * ```
- */
-export interface ServeOptions {
-  /** Port of the first listener; the next poems get port + 1, + 2, ... 0 picks free ports. @default {0} */
-  port?: number;
-  /** Address to listen on. @default {"localhost"} */
-  iface?: string;
-  /** Slow mode; fast mode when absent or when `delay` is 0. */
-  pace?: Pace;
-  /** Most connections open at once, over all listeners. @default {undefined} no cap */
-  maxConnections?: number;
-  /** Seconds a client may take no bytes before it is dropped; 0 disables. @default {30} */
-  writeTimeout?: number;
-  /** Seconds {@linkcode PoetryServer.shutdown} lets transfers finish. @default {10} */
-  drainTimeout?: number;
-  /** Address blocks that may be served; with any given, all others are denied. */
-  allow?: string[];
-  /** Address blocks never served; wins over `allow`. */
-  deny?: string[];
-  /**
-   * Every connection starts with a PROXY protocol header (v1 or v2) from a
-   * load balancer; the client it names is the one served, judged and logged.
-   * @default {false}
-   */
-  proxyProtocol?: boolean;
-  /** Told of every transfer's start and end (statistics, metrics); none when absent. */
-  observer?: TransferObserver;
-  /**
-   * Faults on purpose for every listener that does not set its own, as
-   * `--fault` specs (`"reset-after=100,probability=0.5"`) or parsed ones.
-   * None when absent: the normal path.
-   */
-  faults?: (string | Fault)[];
-  /** Starts every listener's random sequence, for faults that repeat run after run. @default {random, logged} */
-  seed?: number;
-  /**
-   * More listeners, each with its own settings; what one leaves out comes
-   * from these options. Served after the poems given to {@linkcode serve}.
-   */
-  listeners?: ListenerSettings[];
-  /**
-   * Listen with `SO_REUSEPORT`, so that other sockets (other workers) can
-   * accept on the same addresses and the kernel spreads clients over them.
-   * Needs the `net` unstable feature. @default {false}
-   */
-  reusePort?: boolean;
-  /**
-   * Each listener's port, in order, instead of `port` and the listeners'
-   * own: a worker joins addresses another thread has bound (with `--port 0`,
-   * only then known).
-   */
-  ports?: number[];
-  /**
-   * The connection caps' counters to share, from another server's
-   * {@linkcode PoetryServer.caps}: a worker joining it keeps each cap
-   * together with it. With `reusePort` and none given, the server makes
-   * them shareable.
-   */
-  caps?: SharedArrayBuffer;
-}
-
-/**
- * One listener's own settings, as a `--config` file's `listeners` give them.
- *
- * @example
- * ```ts
- * import type { ListenerSettings } from "./server.ts";
- * const flaky: ListenerSettings = {
- *   poem: "poems/ode-to-the-socket.txt",
- *   port: 10002,
- *   faults: ["reset-after=100,probability=0.3", "first-byte-delay=0.5"],
- * };
- * ```
- */
-export interface ListenerSettings {
-  /** The poem file; {@linkcode serve} loads a path, {@linkcode PoetryServer.start} needs it loaded. */
-  poem: string | Poem;
-  /** Its port; 0 picks a free one. @default {0} */
-  port?: number;
-  /** Address to listen on. @default {ServeOptions.iface} */
-  iface?: string;
-  /** Slow mode for this listener. @default {ServeOptions.pace} */
-  pace?: Pace;
-  /** Its faults; `[]` for none even when {@linkcode ServeOptions.faults} has some. */
-  faults?: (string | Fault)[];
-  /** Address blocks it serves. @default {ServeOptions.allow} */
-  allow?: string[];
-  /** Address blocks it never serves. @default {ServeOptions.deny} */
-  deny?: string[];
-  /** Most of its transfers at once, within {@linkcode ServeOptions.maxConnections}. @default {undefined} no cap of its own */
-  maxConnections?: number;
-}
-
-/**
- * What a shutdown did.
- *
- * @example
- * ```ts
- * import { serve, type ShutdownSummary } from "./server.ts";
- * const server = await serve(["poems/"], { iface: "127.0.0.1" });
- * const summary: ShutdownSummary = await server.shutdown();
- * console.log(summary.completed, summary["client left"], summary["cut short"]);
- * ```
- */
-export interface ShutdownSummary extends TransferCounts {
-  /** Accepts that failed, over all listeners. */
-  acceptErrors: number;
-  /** Connections closed for a missing, malformed or slow PROXY header. */
-  badProxyHeaders: number;
-  /** Whether the drain timeout ran out with transfers still going. */
-  timedOut: boolean;
-}
 
 /**
  * Loads the poems and starts one listener per poem.
@@ -265,9 +147,9 @@ export class PoetryServer {
       (options.reusePort
         ? new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT * (1 + count))
         : undefined);
-    const gateFor = (max: number, index: number) =>
-      caps ? new SharedGate(max, caps, index) : new ConnectionGate(max);
-    const gate = options.maxConnections ? gateFor(options.maxConnections, 0) : undefined;
+    const capFor = (max: number, index: number) =>
+      caps ? new SharedCap(max, caps, index) : new ConnectionCap(max);
+    const serverCap = options.maxConnections ? capFor(options.maxConnections, 0) : undefined;
     const seed = options.seed ?? randomSeed();
     const sharedAccess = options.allow || options.deny ? new AccessList(options) : undefined;
     const states: ListenerState[] = [
@@ -299,9 +181,11 @@ export class PoetryServer {
           access: own.allow || own.deny
             ? new AccessList({ allow: own.allow, deny: own.deny })
             : sharedAccess,
-          gate: cap
-            ? (gate ? new NestedGate(gateFor(cap, 1 + index), gate) : gateFor(cap, 1 + index))
-            : gate,
+          cap: cap
+            ? (serverCap
+              ? new NestedCap(capFor(cap, 1 + index), serverCap)
+              : capFor(cap, 1 + index))
+            : serverCap,
         },
       };
       applyPaceAndFaults(state, own.pace ?? options.pace, own.faults ?? options.faults, wheels);
@@ -334,7 +218,12 @@ export class PoetryServer {
       return new ResettableListener(addr, options.reusePort ?? false);
     });
     const listeners = sockets.map((socket, i) =>
-      new PoemListener(socket as Deno.Listener, states[i].poem, states[i].options)
+      new PoemListener(
+        socket as Deno.Listener,
+        states[i].poem,
+        states[i].options,
+        factoryFor(states[i].options),
+      )
     );
     for (const [i, listener] of listeners.entries()) {
       log.info("Serving {poem} ({size} bytes) on {address}.", {
@@ -414,6 +303,7 @@ export class PoetryServer {
         // Keep the sequence when the faults are the same: the run stays reproducible.
         if (before === after) next.options.faults = state.options.faults;
         Object.assign(state.options, next.options);
+        this.listeners[i].factory = factoryFor(state.options);
         state.pace = next.pace;
         changed++;
         logFaults(this.listeners[i], state, "Reconfigured");
@@ -527,190 +417,5 @@ export class PoetryServer {
     }
     log.info("Shut down: {totals}.", { totals: totals.join(", "), ...summary });
     return summary;
-  }
-}
-
-/**
- * Servers that drain alongside one (its workers), as
- * {@linkcode PoetryServer.shutdown} takes them.
- *
- * @example
- * ```ts
- * import type { OtherDrains } from "./server.ts";
- * const none: OtherDrains = { inFlight: Promise.resolve(0), done: Promise.resolve([]) };
- * ```
- */
-export interface OtherDrains {
-  /** Their transfers in flight once they stopped accepting. */
-  inFlight: Promise<number>;
-  /** Their summaries, once drained. */
-  done: Promise<ShutdownSummary[]>;
-}
-
-/**
- * The summaries of several servers (workers) as one: counts added, timed
- * out if any did.
- *
- * @example
- * ```ts
- * import { addSummaries, type ShutdownSummary } from "./server.ts";
- * const one: ShutdownSummary = {
- *   completed: 2, "client left": 0, "timed out": 0, "cut short": 0, error: 0, denied: 0,
- *   acceptErrors: 0, badProxyHeaders: 0, timedOut: false,
- * };
- * addSummaries([one, one]).completed; // 4
- * ```
- */
-export function addSummaries(summaries: ShutdownSummary[]): ShutdownSummary {
-  const total: ShutdownSummary = {
-    ...emptyCounts(),
-    acceptErrors: 0,
-    badProxyHeaders: 0,
-    timedOut: false,
-  };
-  for (const summary of summaries) {
-    for (const key of COUNTED) total[key] += summary[key];
-    total.acceptErrors += summary.acceptErrors;
-    total.badProxyHeaders += summary.badProxyHeaders;
-    total.timedOut ||= summary.timedOut;
-  }
-  return total;
-}
-
-/** A listener's settings as started, and the options object it reads. */
-interface ListenerState {
-  poem: Poem;
-  iface: string;
-  port: number;
-  seed: number;
-  /** The run's seed (`--seed`), which the log shows: the one to repeat a run with. */
-  runSeed: number;
-  pace?: Pace;
-  options: PoemListenerOptions;
-  /** Listens through node:net, so it can reset. */
-  resettable?: boolean;
-}
-
-/** Sets a listener's pace (sharing one wheel per delay) and faults. */
-function applyPaceAndFaults(
-  state: ListenerState,
-  pace: Pace | undefined,
-  faults: (string | Fault)[] | undefined,
-  wheels: Map<number, PaceWheel>,
-): void {
-  const delay = pace?.delay ?? 0;
-  let wheel = wheels.get(delay);
-  if (delay > 0 && !wheel) wheels.set(delay, wheel = new PaceWheel(delay));
-  const parsed = faults?.map((f, i) => typeof f === "string" ? parseFault(f, `faults[${i}]`) : f);
-  state.pace = pace;
-  state.options.wheel = wheel;
-  state.options.numBytes = pace?.numBytes;
-  state.options.faults = parsed?.length ? new ListenerFaults(parsed, state.seed, delay) : undefined;
-}
-
-function logFaults(listener: PoemListener, state: ListenerState, verb = "Faults"): void {
-  const faults = state.options.faults;
-  if (!faults) {
-    if (verb !== "Faults") {
-      log.info("Reconfigured {address}: no faults.", { address: formatAddress(listener.addr) });
-    }
-    return;
-  }
-  log.info("{verb} on {address}: {faults} (--seed {seed}).", {
-    verb: verb === "Faults" ? "Faults" : "Reconfigured; faults",
-    address: formatAddress(listener.addr),
-    faults: faults.faults.map((f) =>
-      f.probability < 1 ? `${f.label},probability=${f.probability}` : f.label
-    ).join("; "),
-    seed: state.runSeed,
-  });
-  if (faults.faults.some((f) => f.name === "jitter") && faults.delay === 0) {
-    log.warning("jitter on {address} does nothing in fast mode: set a pace (--delay).", {
-      address: formatAddress(listener.addr),
-    });
-  }
-}
-
-/** A listener's own cap inside the server's: a slot of its own first, then a shared one. */
-class NestedGate extends ConnectionGate {
-  readonly #inner: ConnectionGate;
-  readonly #outer: ConnectionGate;
-  constructor(inner: ConnectionGate, outer: ConnectionGate) {
-    super(inner.max);
-    this.#inner = inner;
-    this.#outer = outer;
-  }
-  override get open(): number {
-    return this.#inner.open;
-  }
-  override async reserve(signal?: AbortSignal): Promise<boolean> {
-    if (!(await this.#inner.reserve(signal))) return false;
-    if (await this.#outer.reserve(signal)) return true;
-    this.#inner.release();
-    return false;
-  }
-  override release(): void {
-    this.#outer.release();
-    this.#inner.release();
-  }
-}
-
-function listenOrExplain(
-  hostname: string,
-  port: number,
-  poem: string,
-  { reusePort, joining }: { reusePort: boolean; joining: boolean },
-): Deno.Listener {
-  const where = `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
-  try {
-    // With SO_REUSEPORT a bind succeeds on a port that another program of
-    // the same user holds the same way, and the two would silently split
-    // its clients: a second `poetry --workers 2 --port 10000` must fail as
-    // it does without workers. So the first bind of a port is tried
-    // without it (a moment's gap before the real bind; workers joining
-    // this server's ports skip it).
-    if (reusePort && !joining && port !== 0) {
-      Deno.listen({ hostname, port, transport: "tcp" }).close();
-    }
-    return Deno.listen({ hostname, port, transport: "tcp", reusePort });
-  } catch (err) {
-    if (err instanceof Deno.errors.AddrInUse) {
-      throw new StartupError(
-        `cannot serve ${poem}: ${where} is already in use`,
-        "stop the other server, or choose another --port (0 picks a free one)",
-      );
-    }
-    if (err instanceof Deno.errors.AddrNotAvailable) {
-      throw new StartupError(
-        `cannot listen on ${hostname}: not an address of this machine`,
-        "use one of this machine's addresses, e.g. --iface 127.0.0.1",
-      );
-    }
-    if (err instanceof Deno.errors.NotCapable) {
-      throw new UsageError(
-        `no permission to listen on ${where}`,
-        `run again with --allow-net (or --allow-net=${hostname})`,
-      );
-    }
-    if (err instanceof Deno.errors.PermissionDenied) {
-      throw new StartupError(
-        `not allowed to listen on ${where}`,
-        "ports below 1024 need privileges; choose a higher --port",
-      );
-    }
-    const message = err instanceof Error ? err.message : String(err);
-    if (/too many open files/i.test(message)) {
-      throw new StartupError(
-        `cannot listen on ${where}: ${message}`,
-        "each poem takes a socket in every worker: raise the open-file limit (ulimit -n), or serve fewer poems or --workers",
-      );
-    }
-    if (/lookup|resolve|name or service|nodename|no such host/i.test(message)) {
-      throw new StartupError(
-        `cannot resolve --iface ${hostname}: ${message}`,
-        "use an IP address or a name this machine can resolve, e.g. localhost",
-      );
-    }
-    throw new StartupError(`cannot listen on ${where}: ${message}`);
   }
 }

@@ -13,10 +13,11 @@ import type { Node, ParseError } from "jsonc-parser";
 import type * as Valibot from "valibot";
 import { parseCidr } from "../policies/access.ts";
 import { UsageError } from "../base/errors.ts";
-import { parseFault } from "../fixture/faults.ts";
+import { parseFault } from "../fixture/fault_spec.ts";
 import type { Pace } from "../core/pace.ts";
 import { isKeptFromAllowRead, specialKind } from "../core/poem.ts";
-import type { ListenerSettings, PoetryServer, ServeOptions } from "../server/server.ts";
+import type { ListenerSettings, ServeOptions } from "../server/options.ts";
+import type { PoetryServer } from "../server/server.ts";
 import { getLogger } from "@logtape/logtape";
 
 const log = getLogger(["poetry", "config"]);

@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
-import { SharedGate } from "../lib/policies/shared_cap.ts";
+import { SharedCap } from "../lib/policies/shared_cap.ts";
 import { delay } from "./helpers.ts";
 
 Deno.test("shared gate: two gates on one counter hold one cap together", async () => {
   const counters = new SharedArrayBuffer(8);
-  const a = new SharedGate(3, counters, 1);
-  const b = new SharedGate(3, counters, 1);
+  const a = new SharedCap(3, counters, 1);
+  const b = new SharedCap(3, counters, 1);
   assert.equal(await a.reserve(), true);
   assert.equal(await b.reserve(), true);
   assert.equal(await a.reserve(), true);
@@ -25,7 +25,7 @@ Deno.test("shared gate: two gates on one counter hold one cap together", async (
 });
 
 Deno.test("shared gate: an abort ends the wait without a slot", async () => {
-  const gate = new SharedGate(1, new SharedArrayBuffer(4), 0);
+  const gate = new SharedCap(1, new SharedArrayBuffer(4), 0);
   assert.equal(await gate.reserve(), true);
   const stop = new AbortController();
   const waiting = gate.reserve(stop.signal);
@@ -40,9 +40,9 @@ Deno.test("shared gate: an abort ends the wait without a slot", async () => {
 
 Deno.test("shared gate: a slot freed in a worker wakes a wait in this thread", async () => {
   const counters = new SharedArrayBuffer(4);
-  const gate = new SharedGate(1, counters, 0);
+  const gate = new SharedCap(1, counters, 0);
   assert.equal(await gate.reserve(), true);
-  // The worker releases the slot the way SharedGate.release does, 100 ms
+  // The worker releases the slot the way SharedCap.release does, 100 ms
   // later, and posts nothing back: only the notify can wake this thread
   // before the gate's own 1 s re-check.
   const source = `self.onmessage = ({ data }) => {

@@ -1,0 +1,164 @@
+/**
+ * Each listener's settings as the server keeps them, and what is built from
+ * them: its pace, its faults, and the factory chain that decides each of its
+ * connections (PROXY header, access list, faults, the poem), rebuilt when a
+ * reload changes them. Also how a listening socket is opened, and its
+ * failures explained.
+ *
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import { formatAddress } from "../base/address.ts";
+import { StartupError, UsageError } from "../base/errors.ts";
+import { PoemFactory, type SenderFactory } from "../core/connection.ts";
+import type { PoemListener, PoemListenerOptions } from "../core/listener.ts";
+import { type Pace, PaceWheel } from "../core/pace.ts";
+import type { Poem } from "../core/poem.ts";
+import { FaultFactory, ListenerFaults } from "../fixture/fault_plan.ts";
+import { type Fault, parseFault } from "../fixture/fault_spec.ts";
+import { AccessFactory, type AccessList } from "../policies/access.ts";
+import { ProxyHeaderFactory } from "../policies/proxied.ts";
+
+const log = getLogger(["poetry", "server"]);
+
+/** A listener's options: its own, and what its factory chain is built from. */
+export interface ListenerOptions extends PoemListenerOptions {
+  /** Who may be served; everyone when absent. */
+  access?: AccessList;
+  /** Faults on purpose, drawn per connection; none when absent (the normal path). */
+  faults?: ListenerFaults;
+}
+
+/** A listener's settings as started, and the options object it reads. */
+export interface ListenerState {
+  poem: Poem;
+  iface: string;
+  port: number;
+  seed: number;
+  /** The run's seed (`--seed`), which the log shows: the one to repeat a run with. */
+  runSeed: number;
+  pace?: Pace;
+  options: ListenerOptions;
+  /** Listens through node:net, so it can reset. */
+  resettable?: boolean;
+}
+
+/** Sets a listener's pace (sharing one wheel per delay) and faults. */
+export function applyPaceAndFaults(
+  state: ListenerState,
+  pace: Pace | undefined,
+  faults: (string | Fault)[] | undefined,
+  wheels: Map<number, PaceWheel>,
+): void {
+  const delay = pace?.delay ?? 0;
+  let wheel = wheels.get(delay);
+  if (delay > 0 && !wheel) wheels.set(delay, wheel = new PaceWheel(delay));
+  const parsed = faults?.map((f, i) => typeof f === "string" ? parseFault(f, `faults[${i}]`) : f);
+  state.pace = pace;
+  state.options.wheel = wheel;
+  state.options.numBytes = pace?.numBytes;
+  state.options.faults = parsed?.length ? new ListenerFaults(parsed, state.seed, delay) : undefined;
+}
+
+/** Logs a listener's faults at start, or what a reconfigure made of them. */
+export function logFaults(listener: PoemListener, state: ListenerState, verb = "Faults"): void {
+  const faults = state.options.faults;
+  if (!faults) {
+    if (verb !== "Faults") {
+      log.info("Reconfigured {address}: no faults.", { address: formatAddress(listener.addr) });
+    }
+    return;
+  }
+  log.info("{verb} on {address}: {faults} (--seed {seed}).", {
+    verb: verb === "Faults" ? "Faults" : "Reconfigured; faults",
+    address: formatAddress(listener.addr),
+    faults: faults.faults.map((f) =>
+      f.probability < 1 ? `${f.label},probability=${f.probability}` : f.label
+    ).join("; "),
+    seed: state.runSeed,
+  });
+  if (faults.faults.some((f) => f.name === "jitter") && faults.delay === 0) {
+    log.warning("jitter on {address} does nothing in fast mode: set a pace (--delay).", {
+      address: formatAddress(listener.addr),
+    });
+  }
+}
+
+/**
+ * The factory chain for a listener's options, outermost first, as Twisted
+ * wraps factories: the PROXY header names the client, the access list
+ * checks it, the faults draw its plan, and the poem's factory builds its
+ * sender. A listener without any of them gets the poem's factory alone.
+ */
+export function factoryFor(options: ListenerOptions): SenderFactory {
+  let factory: SenderFactory = new PoemFactory(options);
+  if (options.faults) factory = new FaultFactory(factory, options.faults);
+  if (options.access && !options.access.open) factory = new AccessFactory(factory, options.access);
+  if (options.proxyProtocol) factory = new ProxyHeaderFactory(factory);
+  return factory;
+}
+
+/**
+ * Opens a listening socket, or explains in one line why it cannot.
+ * @throws {StartupError} or {UsageError} saying what to do.
+ */
+export function listenOrExplain(
+  hostname: string,
+  port: number,
+  poem: string,
+  { reusePort, joining }: { reusePort: boolean; joining: boolean },
+): Deno.Listener {
+  const where = `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+  try {
+    // With SO_REUSEPORT a bind succeeds on a port that another program of
+    // the same user holds the same way, and the two would silently split
+    // its clients: a second `poetry --workers 2 --port 10000` must fail as
+    // it does without workers. So the first bind of a port is tried
+    // without it (a moment's gap before the real bind; workers joining
+    // this server's ports skip it).
+    if (reusePort && !joining && port !== 0) {
+      Deno.listen({ hostname, port, transport: "tcp" }).close();
+    }
+    return Deno.listen({ hostname, port, transport: "tcp", reusePort });
+  } catch (err) {
+    if (err instanceof Deno.errors.AddrInUse) {
+      throw new StartupError(
+        `cannot serve ${poem}: ${where} is already in use`,
+        "stop the other server, or choose another --port (0 picks a free one)",
+      );
+    }
+    if (err instanceof Deno.errors.AddrNotAvailable) {
+      throw new StartupError(
+        `cannot listen on ${hostname}: not an address of this machine`,
+        "use one of this machine's addresses, e.g. --iface 127.0.0.1",
+      );
+    }
+    if (err instanceof Deno.errors.NotCapable) {
+      throw new UsageError(
+        `no permission to listen on ${where}`,
+        `run again with --allow-net (or --allow-net=${hostname})`,
+      );
+    }
+    if (err instanceof Deno.errors.PermissionDenied) {
+      throw new StartupError(
+        `not allowed to listen on ${where}`,
+        "ports below 1024 need privileges; choose a higher --port",
+      );
+    }
+    const message = err instanceof Error ? err.message : String(err);
+    if (/too many open files/i.test(message)) {
+      throw new StartupError(
+        `cannot listen on ${where}: ${message}`,
+        "each poem takes a socket in every worker: raise the open-file limit (ulimit -n), or serve fewer poems or --workers",
+      );
+    }
+    if (/lookup|resolve|name or service|nodename|no such host/i.test(message)) {
+      throw new StartupError(
+        `cannot resolve --iface ${hostname}: ${message}`,
+        "use an IP address or a name this machine can resolve, e.g. localhost",
+      );
+    }
+    throw new StartupError(`cannot listen on ${where}: ${message}`);
+  }
+}
