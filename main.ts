@@ -8,7 +8,8 @@
 import { parseCommandLine, USAGE } from "./cli/options.ts";
 import { formatAddress } from "./lib/base/address.ts";
 import { EXIT_RUNTIME, PoetryError } from "./lib/base/errors.ts";
-import { escapeControl, flushLogs, setupLogging, writeInBackground } from "./lib/base/log.ts";
+import { escapeControl } from "./lib/base/log_format.ts";
+import { flushLogs, setupLogging, writeInBackground } from "./lib/base/log.ts";
 import { VERSION } from "./lib/base/version.ts";
 import { randomSeed } from "./lib/fixture/fault_spec.ts";
 import { AdminEndpoint } from "./lib/observe/admin.ts";

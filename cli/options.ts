@@ -10,7 +10,8 @@ import { UsageError } from "../lib/base/errors.ts";
 import { parseCidr } from "../lib/policies/access.ts";
 import type { ServeOptions } from "../lib/server/options.ts";
 import { parseFault } from "../lib/fixture/fault_spec.ts";
-import type { LogFormat, LogLevelName } from "../lib/base/log.ts";
+import type { LogFormat } from "../lib/base/log_format.ts";
+import type { LogLevelName } from "../lib/base/log.ts";
 
 const LOG_LEVELS: LogLevelName[] = ["debug", "info", "warning", "error"];
 

@@ -34,9 +34,7 @@ export { formatAddress } from "./base/address.ts";
 export {
   connectionTrace,
   droppedLogRecords,
-  escapeControl,
   flushLogs,
-  type LogFormat,
   type LogLevelName,
   type LogOptions,
   logPacedWrite,
@@ -44,6 +42,7 @@ export {
   writeForwarded,
   writeInBackground,
 } from "./base/log.ts";
+export { escapeControl, type LogFormat } from "./base/log_format.ts";
 export { leastDuration, type Pace, type PacedTask, PaceWheel, writesNeeded } from "./core/pace.ts";
 export {
   MAX_PROXY_HEADER_BYTES,
@@ -114,6 +113,6 @@ export {
   Histogram,
   type Labels,
   type MetricFamily,
-  PoetryMetrics,
-} from "./observe/metrics.ts";
+} from "./observe/exposition.ts";
+export { PoetryMetrics } from "./observe/metrics.ts";
 export { VERSION } from "./base/version.ts";

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { configureSync, type LogRecord, resetSync } from "@logtape/logtape";
-import { explainReadError, findPoemFiles, loadPoems, Poem } from "../lib/core/poem.ts";
+import { explainReadError, findPoemFiles } from "../lib/core/poem_files.ts";
+import { loadPoems, Poem } from "../lib/core/poem.ts";
 import { UsageError } from "../lib/base/errors.ts";
 import { makePoems } from "./helpers.ts";
 

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { addReports, type StatusReport } from "../lib/observe/status.ts";
-import { addFamilies, Histogram, type MetricFamily } from "../lib/observe/metrics.ts";
+import { addFamilies, Histogram, type MetricFamily } from "../lib/observe/exposition.ts";
 import { addSummaries, type ShutdownSummary } from "../lib/server/summary.ts";
 import { serve } from "../lib/server/server.ts";
 import { addSnapshots, type StatsSnapshot } from "../lib/observe/stats.ts";

@@ -14,12 +14,8 @@ import { getLogger } from "@logtape/logtape";
 import { StartupError, UsageError } from "../base/errors.ts";
 import { formatAddress } from "../base/address.ts";
 import { HttpServer } from "./http_server.ts";
-import {
-  exposition,
-  EXPOSITION_CONTENT_TYPE,
-  type MetricFamily,
-  type PoetryMetrics,
-} from "./metrics.ts";
+import { exposition, EXPOSITION_CONTENT_TYPE, type MetricFamily } from "./exposition.ts";
+import type { PoetryMetrics } from "./metrics.ts";
 import type { PoetryServer } from "../server/server.ts";
 import { type StatusReport, statusReport } from "./status.ts";
 import { STATUS_PAGE } from "./status_page.ts";

@@ -9,7 +9,8 @@
 
 import type { Poem } from "../core/poem.ts";
 import type { Observed } from "../observe/admin.ts";
-import { addFamilies, type PoetryMetrics } from "../observe/metrics.ts";
+import { addFamilies } from "../observe/exposition.ts";
+import type { PoetryMetrics } from "../observe/metrics.ts";
 import { addSnapshots, type ServerStats, type StatsSnapshot } from "../observe/stats.ts";
 import { addReports, type StatusReport, statusReport } from "../observe/status.ts";
 import type { PoetryServer } from "../server/server.ts";

@@ -20,7 +20,7 @@ import { getLogger } from "@logtape/logtape";
 import type { StatusReport } from "../observe/status.ts";
 import { PoetryError, StartupError, UsageError } from "../base/errors.ts";
 import { type LogOptions, writeForwarded } from "../base/log.ts";
-import type { MetricFamily } from "../observe/metrics.ts";
+import type { MetricFamily } from "../observe/exposition.ts";
 import { roomForFiles } from "./open_files.ts";
 import type { OtherDrains, ShutdownSummary } from "../server/summary.ts";
 import type { PoetryServer } from "../server/server.ts";

@@ -15,7 +15,7 @@ import { parseCidr } from "../policies/access.ts";
 import { UsageError } from "../base/errors.ts";
 import { parseFault } from "../fixture/fault_spec.ts";
 import type { Pace } from "../core/pace.ts";
-import { isKeptFromAllowRead, specialKind } from "../core/poem.ts";
+import { isKeptFromAllowRead, specialKind } from "../core/poem_files.ts";
 import type { ListenerSettings, ServeOptions } from "../server/options.ts";
 import type { PoetryServer } from "../server/server.ts";
 import { getLogger } from "@logtape/logtape";
