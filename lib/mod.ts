@@ -8,61 +8,45 @@
  * await server.shutdown();
  * ```
  *
+ * The public names, by what they are for (everything else in lib/ is the
+ * program's own and may change):
+ * - serving: {@linkcode serve}, its options, the server and listener handles,
+ *   and the observer a server tells of each transfer;
+ * - deciding each connection (the tutorial's `buildProtocol`): the factory a
+ *   listener asks, and the sender it builds;
+ * - running as a service: {@linkcode runAsService};
+ * - the client: {@linkcode fetchPoem};
+ * - faults on purpose: their names and parser;
+ * - the errors, and the version.
+ *
  * @module
  */
 
-export { AccessList, type Cidr, parseCidr } from "./policies/access.ts";
+// Serving
+export { serve } from "./server/server.ts";
+export { PoetryServer } from "./server/server.ts";
+export type { ListenerSettings, ServeOptions } from "./server/options.ts";
+export type { OtherDrains, ShutdownSummary } from "./server/summary.ts";
 export {
-  addReports,
-  type StatusReport,
-  statusReport,
-  type TransferStatus,
-} from "./observe/status.ts";
-export { AdminEndpoint, type AdminOptions } from "./observe/admin.ts";
-export { fetchPoem, parseAddress, type PoemAddress } from "./client.ts";
-export { EXIT_RUNTIME, EXIT_USAGE, PoetryError, StartupError, UsageError } from "./base/errors.ts";
-export { ConnectionCap } from "./core/cap.ts";
-export {
-  COUNTED,
-  emptyCounts,
   PoemListener,
+  type PoemListenerOptions,
   type TransferCounts,
   type TransferInFlight,
   type TransferObserver,
 } from "./core/listener.ts";
-export { formatAddress } from "./base/address.ts";
+export { ConnectionCap } from "./core/cap.ts";
+export { type Pace, type PacedTask, PaceWheel } from "./core/pace.ts";
+export { loadPoems, Poem, type PoemContent, type PoemReader } from "./core/poem.ts";
+
+// Deciding each connection
 export {
-  connectionTrace,
-  droppedLogRecords,
-  flushLogs,
-  type LogLevelName,
-  type LogOptions,
-  logPacedWrite,
-  setupLogging,
-  writeForwarded,
-  writeInBackground,
-} from "./base/log.ts";
-export { escapeControl, type LogFormat } from "./base/log_format.ts";
-export { leastDuration, type Pace, type PacedTask, PaceWheel, writesNeeded } from "./core/pace.ts";
+  type Decision,
+  PoemFactory,
+  Refusal,
+  type RefusalReason,
+  type SenderFactory,
+} from "./core/connection.ts";
 export {
-  MAX_PROXY_HEADER_BYTES,
-  parseProxyHeader,
-  PROXY_HEADER_TIMEOUT_MS,
-  type ProxyHeader,
-  ProxyHeaderError,
-  readProxyHeader,
-} from "./policies/proxy.ts";
-export {
-  BLOCK_SIZE,
-  loadPoems,
-  memoryContent,
-  Poem,
-  type PoemContent,
-  type PoemReader,
-  STREAM_THRESHOLD,
-} from "./core/poem.ts";
-export {
-  LINGER_MS,
   type Outcome,
   OUTCOMES,
   PoemSender,
@@ -70,49 +54,17 @@ export {
   type SenderOptions,
   type SendResult,
 } from "./core/sender.ts";
-export { addSummaries, type OtherDrains, type ShutdownSummary } from "./server/summary.ts";
-export { type ListenerSettings, type ServeOptions } from "./server/options.ts";
-export { PoetryServer, serve } from "./server/server.ts";
-export {
-  combineConfig,
-  loadConfig,
-  parseConfig,
-  type PoetryConfig,
-  reloadConfig,
-} from "./service/config.ts";
-export {
-  type Ending,
-  type Fault,
-  FAULT_NAMES,
-  type FaultName,
-  parseFault,
-  randomSeed,
-  SeededRandom,
-} from "./fixture/fault_spec.ts";
-export { ConnectionFaults, type FaultedResult, ListenerFaults } from "./fixture/fault_plan.ts";
-export { type FaultableConn, FaultyConn, type FaultyConnOptions } from "./fixture/faulty_conn.ts";
-export { type ListenerAddress, writePortsFile } from "./service/ports_file.ts";
-export { ResettableConn, ResettableListener } from "./fixture/reset_listener.ts";
-export { runAsService, type ServiceOptions } from "./service/service.ts";
-export { addSnapshots, logStats, ServerStats, type StatsSnapshot } from "./observe/stats.ts";
-export { SharedCap } from "./policies/shared_cap.ts";
-export {
-  type FromWorker,
-  type SpawnOptions,
-  type ToWorker,
-  type WorkerInit,
-  WorkerPool,
-  type WorkerRequest,
-} from "./scale/workers.ts";
-export { STATUS_PAGE } from "./observe/status_page.ts";
-export {
-  addFamilies,
-  DURATION_BUCKETS,
-  exposition,
-  EXPOSITION_CONTENT_TYPE,
-  Histogram,
-  type Labels,
-  type MetricFamily,
-} from "./observe/exposition.ts";
-export { PoetryMetrics } from "./observe/metrics.ts";
+
+// Running as a service
+export { runAsService, type Service, type ServiceOptions } from "./service/service.ts";
+export { ServerStats, type StatsSnapshot } from "./observe/stats.ts";
+
+// The client
+export { fetchPoem, parseAddress, type PoemAddress } from "./client.ts";
+
+// Faults on purpose
+export { type Fault, FAULT_NAMES, type FaultName, parseFault } from "./fixture/fault_spec.ts";
+
+// Errors and the version
+export { PoetryError, StartupError, UsageError } from "./base/errors.ts";
 export { VERSION } from "./base/version.ts";
