@@ -271,7 +271,7 @@ function workers(text: string | undefined): number {
   if (count > 1 && Deno.build.os !== "linux") {
     throw new UsageError(
       `--workers ${text} needs Linux (SO_REUSEPORT), not ${Deno.build.os}`,
-      "run one process per core behind a load balancer instead; see the README, Scaling out",
+      "run one process per core behind a load balancer instead; see docs/scaling.md",
     );
   }
   return Math.min(count, MAX_WORKERS);

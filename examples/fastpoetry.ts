@@ -17,7 +17,7 @@
  * | `self.transport.write(poem)`        | `writer.write(poem)` on `conn.writable`            |
  * | `self.transport.loseConnection()`   | `writer.close()`, after the poem is written        |
  *
- * The real server (lib/sender.ts) differs in two ways.
+ * The real server (lib/core/sender.ts) differs in two ways.
  * It writes with `conn.write`: in the benchmark's 3 KB scenario the writable
  * stream cost 27.5 µs of CPU per connection against 18.8 µs for `conn.write`
  * (45% more connections per second). And it closes with a lingering close

@@ -285,7 +285,7 @@ export class WorkerPool {
    */
   static async spawn(count: number, options: SpawnOptions = {}): Promise<WorkerPool> {
     // Under `deno run` a worker's modules are read like any file (the main
-    // thread's are not): lib/ and the deno.json that lib/version.ts imports.
+    // thread's are not): lib/ and the deno.json that lib/base/version.ts imports.
     // Without the permission Deno fails the worker with its own
     // uncaught-error report. A compiled binary carries them and needs none.
     if (!Deno.build.standalone && import.meta.url.startsWith("file:")) {

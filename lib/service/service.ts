@@ -216,7 +216,7 @@ export function runAsService(
   // to print totals instead, and so does this. Deno 2.9.2 and later also
   // open the V8 inspector on 127.0.0.1:9229 at SIGUSR1, which nothing can
   // turn off (denoland/deno#35738), so SIGUSR2 writes the same record
-  // without that; the README says to prefer it.
+  // without that; docs/observing.md says to prefer it.
   const stats = options.stats ?? new ServerStats();
   const writeStats = async () => {
     if (drained) return;

@@ -1,4 +1,4 @@
-// The listener that can reset (`--fault reset-after=...`, lib/reset_listener.ts),
+// The listener that can reset (`--fault reset-after=...`, lib/fixture/reset_listener.ts),
 // over real TCP against the real program. Linux only (they read /proc).
 //
 // Two of these are ignored: they describe what the issue asks for and what

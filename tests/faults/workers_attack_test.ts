@@ -316,7 +316,7 @@ attackTest(
 // client that half-closes at once (shutdown(SHUT_WR), as `nc -N` and `nc -q 0`
 // do) got no byte at all ("got 0 of 28 bytes ...: client left"), even on the
 // connections the fault was not drawn for: Deno 2.9.6 fails a write made in the
-// same turn as the connection event with EPIPE. Fixed in lib/reset_listener.ts;
+// same turn as the connection event with EPIPE. Fixed in lib/fixture/reset_listener.ts;
 // the same with --workers 1.
 attackTest(
   "a reset-after listener still serves a half-closing client the whole poem",

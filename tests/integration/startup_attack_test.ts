@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { makePoems, runServer, startServer } from "../helpers.ts";
 
 /**
- * The inverse of lib/log.ts's escapeControl: `\\`, `\n`, `\r`, `\t`,
+ * The inverse of lib/base/log_format.ts's escapeControl: `\\`, `\n`, `\r`, `\t`,
  * `\xNN`, `\uNNNN`. Throws on any other backslash, so an escape that is not
  * one of these (a bare backslash) fails the test.
  */

@@ -10,8 +10,8 @@ import {
   type ProxyHeader,
   ProxyHeaderError,
   readProxyHeader,
-} from "../lib/policies/proxy.ts";
-import { concat, connectedPair, seededBytes } from "./helpers.ts";
+} from "../../lib/policies/proxy.ts";
+import { concat, connectedPair, seededBytes } from "../helpers.ts";
 
 const text = (s: string) => new TextEncoder().encode(s);
 const SIGNATURE = [0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a];

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { configureSync, type LogRecord, resetSync } from "@logtape/logtape";
-import { explainReadError, findPoemFiles } from "../lib/core/poem_files.ts";
-import { loadPoems, Poem } from "../lib/core/poem.ts";
-import { UsageError } from "../lib/base/errors.ts";
-import { makePoems } from "./helpers.ts";
+import { explainReadError, findPoemFiles } from "../../lib/core/poem_files.ts";
+import { loadPoems, Poem } from "../../lib/core/poem.ts";
+import { UsageError } from "../../lib/base/errors.ts";
+import { makePoems } from "../helpers.ts";
 
 /** Runs `fn` with the `poetry.poem` warnings collected as plain text. */
 async function collectWarnings(fn: () => Promise<unknown>): Promise<string[]> {

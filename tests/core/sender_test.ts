@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { connectedPair, delay, ROOT } from "./helpers.ts";
-import { memoryContent, type PoemContent } from "../lib/core/poem.ts";
-import { LINGER_MS, PoemSender, type SendResult } from "../lib/core/sender.ts";
-import { PaceWheel } from "../lib/core/pace.ts";
+import { connectedPair, delay, ROOT } from "../helpers.ts";
+import { memoryContent, type PoemContent } from "../../lib/core/poem.ts";
+import { LINGER_MS, PoemSender, type SendResult } from "../../lib/core/sender.ts";
+import { PaceWheel } from "../../lib/core/pace.ts";
 
 /** A streamed poem whose disk never answers, like a hung mount. */
 const hungContent: PoemContent = {
@@ -76,7 +76,7 @@ Deno.test("sender: input before the end is read and dropped only after the last 
 // In a process of its own: measuring the heap needs V8's gc(), and the
 // flag that exposes it is not the test runner's to set.
 const LONG_TRANSFER = `
-import { PoemSender } from "${new URL("../lib/core/sender.ts", import.meta.url)}";
+import { PoemSender } from "${new URL("../../lib/core/sender.ts", import.meta.url)}";
 const gc = globalThis.gc;
 const BLOCKS = 60_000;
 const block = new Uint8Array(16);
@@ -133,9 +133,9 @@ Deno.test("sender: a streamed transfer's heap does not grow with the number of b
 });
 
 const WAITING_PACED = `
-import { PoemSender } from "${new URL("../lib/core/sender.ts", import.meta.url)}";
-import { PaceWheel } from "${new URL("../lib/core/pace.ts", import.meta.url)}";
-import { memoryContent } from "${new URL("../lib/core/poem.ts", import.meta.url)}";
+import { PoemSender } from "${new URL("../../lib/core/sender.ts", import.meta.url)}";
+import { PaceWheel } from "${new URL("../../lib/core/pace.ts", import.meta.url)}";
+import { memoryContent } from "${new URL("../../lib/core/poem.ts", import.meta.url)}";
 const CLIENTS = 5000;
 const content = memoryContent("p.txt", new Uint8Array(500).fill(65));
 const wheel = new PaceWheel(60);

@@ -3,8 +3,8 @@
 
 import assert from "node:assert/strict";
 import { getTextFormatter, type LogRecord } from "@logtape/logtape";
-import { escapeControl, getLogFormatter } from "../lib/base/log_format.ts";
-import { getBufferedSink } from "../lib/base/log_sink.ts";
+import { escapeControl, getLogFormatter } from "../../lib/base/log_format.ts";
+import { getBufferedSink } from "../../lib/base/log_sink.ts";
 
 function record(
   message: unknown[],

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { exposition, Histogram } from "../lib/observe/exposition.ts";
+import { exposition, Histogram } from "../../lib/observe/exposition.ts";
 
 Deno.test("metrics: a histogram counts each observation in the first bucket that holds it", () => {
   const h = new Histogram([0.1, 1]);

@@ -2,7 +2,7 @@
 // command line's combine. Errors and serving are in tests/integration/config_test.ts.
 
 import assert from "node:assert/strict";
-import { combineConfig, parseConfig } from "../lib/service/config.ts";
+import { combineConfig, parseConfig } from "../../lib/service/config.ts";
 
 const TEXT = `{
   // top level: defaults

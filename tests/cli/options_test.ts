@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { parseCommandLine } from "../cli/options.ts";
-import { UsageError } from "../lib/base/errors.ts";
+import { parseCommandLine } from "../../cli/options.ts";
+import { UsageError } from "../../lib/base/errors.ts";
 
 Deno.test("options: defaults are fast mode on any free port, info text logs", () => {
   const cli = parseCommandLine(["poem.txt"]);

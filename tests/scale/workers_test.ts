@@ -2,13 +2,13 @@
 // main thread adds up what its workers report.
 
 import assert from "node:assert/strict";
-import { addReports, type StatusReport } from "../lib/observe/status.ts";
-import { addFamilies, Histogram, type MetricFamily } from "../lib/observe/exposition.ts";
-import { addSummaries, type ShutdownSummary } from "../lib/server/summary.ts";
-import { serve } from "../lib/server/server.ts";
-import { addSnapshots, type StatsSnapshot } from "../lib/observe/stats.ts";
-import { WorkerPool } from "../lib/scale/workers.ts";
-import { fetchBytes, makePoems } from "./helpers.ts";
+import { addReports, type StatusReport } from "../../lib/observe/status.ts";
+import { addFamilies, Histogram, type MetricFamily } from "../../lib/observe/exposition.ts";
+import { addSummaries, type ShutdownSummary } from "../../lib/server/summary.ts";
+import { serve } from "../../lib/server/server.ts";
+import { addSnapshots, type StatsSnapshot } from "../../lib/observe/stats.ts";
+import { WorkerPool } from "../../lib/scale/workers.ts";
+import { fetchBytes, makePoems } from "../helpers.ts";
 
 const linux = Deno.build.os === "linux";
 

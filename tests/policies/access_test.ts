@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { AccessList, parseCidr } from "../lib/policies/access.ts";
+import { AccessList, parseCidr } from "../../lib/policies/access.ts";
 
 Deno.test("access: CIDR text is parsed for IPv4 and IPv6, and nonsense is refused", () => {
   assert.deepEqual(parseCidr("10.0.0.0/8"), { address: "10.0.0.0", prefix: 8, family: "ipv4" });

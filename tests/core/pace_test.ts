@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { chunksOf, leastDuration, PaceWheel, writesNeeded } from "../lib/core/pace.ts";
-import { delay } from "./helpers.ts";
+import { chunksOf, leastDuration, PaceWheel, writesNeeded } from "../../lib/core/pace.ts";
+import { delay } from "../helpers.ts";
 
 Deno.test("pace: writes needed and least duration", () => {
   const pace = { numBytes: 10, delay: 0.1 };

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { roomForFiles } from "../lib/scale/open_files.ts";
+import { roomForFiles } from "../../lib/scale/open_files.ts";
 
 // Under a low limit: tests/faults/startup_attack_test.ts, with the real program.
 Deno.test("roomForFiles: all of them when the limit allows", () => {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { VERSION } from "../lib/base/version.ts";
-import { ROOT } from "./helpers.ts";
+import { VERSION } from "../../lib/base/version.ts";
+import { ROOT } from "../helpers.ts";
 
 Deno.test("version: --version, deno.json and a release tag agree", async () => {
   const meta = JSON.parse(await Deno.readTextFile(`${ROOT}/deno.json`));

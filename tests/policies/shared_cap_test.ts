@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { SharedCap } from "../lib/policies/shared_cap.ts";
-import { delay } from "./helpers.ts";
+import { SharedCap } from "../../lib/policies/shared_cap.ts";
+import { delay } from "../helpers.ts";
 
 Deno.test("shared gate: two gates on one counter hold one cap together", async () => {
   const counters = new SharedArrayBuffer(8);
