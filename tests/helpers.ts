@@ -322,6 +322,38 @@ export function rssKiB(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
 }
 
+/** Sockets among a process's descriptors (Linux: /proc). */
+export function socketCount(pid: number): number {
+  let sockets = 0;
+  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`).startsWith("socket:")) sockets++;
+    } catch {
+      // Closed while we looked.
+    }
+  }
+  return sockets;
+}
+
+/**
+ * Waits until a process holds at least `count` sockets (Linux: /proc), up to
+ * `timeoutMs`: e.g. until the server has accepted the clients a test
+ * connected, rather than a fixed sleep that a busy machine outlasts.
+ */
+export async function waitForSockets(
+  pid: number,
+  count: number,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (socketCount(pid) < count) {
+    if (Date.now() > deadline) {
+      throw new Error(`process ${pid} holds ${socketCount(pid)} of ${count} sockets`);
+    }
+    await delay(10);
+  }
+}
+
 /** A connected pair of sockets on loopback: the server's end and the client's. */
 export async function connectedPair(): Promise<{ server: Deno.Conn; client: Deno.Conn }> {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });

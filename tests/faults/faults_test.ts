@@ -11,8 +11,10 @@ import {
   rssKiB,
   runServer,
   seededBytes,
+  socketCount,
   startServer,
   STREAMED_SIZE,
+  waitForSockets,
 } from "../helpers.ts";
 
 const linux = Deno.build.os === "linux";
@@ -29,19 +31,6 @@ function faultTest(name: string, fn: () => Promise<void>): void {
 /** Open descriptors of a process. */
 function fdCount(pid: number): number {
   return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
-}
-
-/** Sockets among a process's descriptors. */
-function socketCount(pid: number): number {
-  let sockets = 0;
-  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
-    try {
-      if (Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`).startsWith("socket:")) sockets++;
-    } catch {
-      // Closed while we looked.
-    }
-  }
-  return sockets;
 }
 
 /** Connects, reads a little, then closes with data unread: the kernel sends a reset. */
@@ -163,9 +152,10 @@ faultTest(
       poems!.path("hundred.txt"),
     ]);
     const address = server.addresses[0];
+    const listening = socketCount(server.process.pid);
     const transfers = Array.from({ length: 50 }, () => readTimed(address));
-    await server.waitForStderr(/$/); // let them connect
-    await delay(300);
+    // All 50 accepted: a client still in the backlog at SIGTERM is refused.
+    await waitForSockets(server.process.pid, listening + 50);
     server.process.kill("SIGTERM");
     await server.waitForStderr(/Stopped accepting/);
     await assert.rejects(() => Deno.connect(address), Deno.errors.ConnectionRefused);
@@ -193,8 +183,9 @@ faultTest(
       "1",
       poems!.path("hundred.txt"),
     ]);
+    const listening = socketCount(server.process.pid);
     const transfers = Array.from({ length: 5 }, () => readTimed(server.addresses[0]));
-    await delay(200);
+    await waitForSockets(server.process.pid, listening + 5);
     const started = performance.now();
     const status = await server.stop("SIGTERM");
     const ms = performance.now() - started;
@@ -207,8 +198,9 @@ faultTest(
     );
 
     const again = await startServer(["--delay", "1", poems!.path("hundred.txt")]);
+    const idle = socketCount(again.process.pid);
     const slow = readTimed(again.addresses[0]);
-    await delay(200);
+    await waitForSockets(again.process.pid, idle + 1);
     again.process.kill("SIGINT");
     await again.waitForStderr(/Stopped accepting/);
     // A second signal sooner than a second after the first is the same Ctrl-C.
