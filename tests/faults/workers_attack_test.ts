@@ -15,7 +15,9 @@ import {
   runServer,
   seededBytes,
   serverCommand,
+  socketCount,
   startServer,
+  waitForSockets,
 } from "../helpers.ts";
 
 const linux = Deno.build.os === "linux";
@@ -368,8 +370,10 @@ attackTest(
     ]);
     const conns: Deno.Conn[] = [];
     try {
+      const listening = socketCount(server.process.pid);
       for (let i = 0; i < 30; i++) conns.push(await Deno.connect(server.addresses[0]));
-      await delay(500);
+      // All 30 accepted: a client still in a backlog at SIGTERM is refused.
+      await waitForSockets(server.process.pid, listening + 30);
       server.process.kill("SIGTERM");
       await server.waitForStderr(/Stopped accepting; draining 30 transfers/);
       await delay(1500);
