@@ -33,6 +33,10 @@ export class ResettableListener {
   readonly #queue: net.Socket[] = [];
   #waiting?: PromiseWithResolvers<ResettableConn>;
   #closed = false;
+  /** Accepted sockets not handed out yet, and the loop that hands them out. */
+  readonly #settling: net.Socket[] = [];
+  #settler?: Promise<void>;
+  #turn?: Promise<ReactorTurn | undefined>;
 
   /**
    * Starts listening on `addr` (port 0 picks one), with `SO_REUSEPORT` when
@@ -50,12 +54,12 @@ export class ResettableListener {
     // allowHalfOpen: a client's FIN must not end our side (a half-close
     // still reads the poem); pauseOnConnect: nothing is read until asked.
     const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
-      // Handed over on the next timer turn, not now: in Deno 2.9.6 a write
-      // made in the same turn as the connection event, to a client that has
-      // already half-closed (nc -N, Python's shutdown(SHUT_WR)), fails with
-      // EPIPE and the client gets nothing; a turn later it goes through
-      // (tests/faults/workers_attack_test.ts has the half-closing client).
-      setTimeout(() => this.#arrived(socket), 0);
+      // Handed over once the reactor has seen it, not now: in Deno 2.9.6 a
+      // first write before that is queued, and a queued write to a client
+      // that has already half-closed (nc -N, Python's shutdown(SHUT_WR))
+      // fails with EPIPE: the client gets nothing (ReactorTurn below;
+      // tests/faults/workers_attack_test.ts has the half-closing client).
+      this.#settle(socket);
     });
     this.#server = server;
     if (this.#closed) return;
@@ -70,6 +74,29 @@ export class ResettableListener {
       });
     });
     if (this.#closed) server.close();
+  }
+
+  /** Hands `socket` over once the runtime's reactor has seen it (see {@linkcode ReactorTurn}). */
+  #settle(socket: net.Socket): void {
+    this.#settling.push(socket);
+    if (this.#settler) return;
+    this.#settler = (async () => {
+      // Without the pair (no permission, no descriptor), a timer turn, which
+      // is enough on an idle machine.
+      this.#turn ??= ReactorTurn.open(this.addr.hostname).catch(() => undefined);
+      const turn = await this.#turn;
+      while (this.#settling.length > 0) {
+        const arrived = this.#settling.splice(0);
+        try {
+          if (turn) await turn.wait();
+        } catch {
+          // Only when closing: hand them over anyway (and a closed listener destroys them).
+        }
+        if (!turn) await new Promise((resolve) => setTimeout(resolve, 0));
+        for (const socket of arrived) this.#arrived(socket);
+      }
+      this.#settler = undefined;
+    })();
   }
 
   #arrived(socket: net.Socket): void {
@@ -101,6 +128,8 @@ export class ResettableListener {
     if (this.#closed) return;
     this.#closed = true;
     this.#server?.close();
+    this.#turn?.then((turn) => turn?.close());
+    for (const socket of this.#settling.splice(0)) socket.destroy();
     this.#waiting?.reject(new Deno.errors.BadResource("listener closed"));
     for (const socket of this.#queue.splice(0)) socket.destroy();
   }
@@ -237,3 +266,69 @@ function toDenoError(err: Error): Error {
       return err;
   }
 }
+
+/**
+ * Waits for a turn of the runtime's I/O reactor, witnessed by a byte sent
+ * to itself over a loopback pair: its read completes only once the reactor
+ * has polled the descriptors, so every socket accepted before the byte was
+ * sent then has its readiness known.
+ *
+ * Why: in Deno 2.9.6 a `node:net` write that cannot go out at once is
+ * queued, and a queued write to a client that half-closed without sending
+ * anything fails with EPIPE (libs/core/uv_compat/tcp.rs takes that FIN for
+ * a broken connection): the client gets no byte. A socket's first write
+ * before the reactor has seen it writable is such a queued write. A timer
+ * turn does not ensure that: seen on a busy machine, first writes up to
+ * 40 ms after the connection event were still queued.
+ */
+class ReactorTurn {
+  readonly #out: Deno.Conn;
+  readonly #in: Deno.Conn;
+  readonly #buffer = new Uint8Array(64);
+
+  private constructor(out: Deno.Conn, inbound: Deno.Conn) {
+    this.#out = out;
+    this.#in = inbound;
+  }
+
+  /**
+   * Opens the pair on `hostname` (the listener's address; a wildcard means
+   * its loopback), or rejects: without the permission for it, rather than
+   * prompt for one.
+   */
+  static async open(hostname: string): Promise<ReactorTurn> {
+    const host = hostname === "0.0.0.0" ? "127.0.0.1" : hostname === "::" ? "::1" : hostname;
+    if (Deno.permissions.querySync({ name: "net", host }).state !== "granted") {
+      throw new Deno.errors.NotCapable(`no net permission for ${host}`);
+    }
+    const listener = Deno.listen({ hostname: host, port: 0 });
+    try {
+      const [inbound, out] = await Promise.all([
+        listener.accept(),
+        Deno.connect({ hostname: host, port: (listener.addr as Deno.NetAddr).port }),
+      ]);
+      return new ReactorTurn(out, inbound);
+    } finally {
+      listener.close();
+    }
+  }
+
+  /**
+   * Resolves after a reactor turn that began after this call: the read is
+   * under way before the byte is sent, and the runtime (tokio) forgets a
+   * socket's readiness after a read that found nothing or fewer bytes than
+   * it asked for, so the read waits for the reactor to see the byte.
+   */
+  async wait(): Promise<void> {
+    const read = this.#in.read(this.#buffer);
+    await this.#out.write(PING);
+    if (await read === null) throw new Deno.errors.UnexpectedEof("the loopback pair closed");
+  }
+
+  close(): void {
+    this.#out.close();
+    this.#in.close();
+  }
+}
+
+const PING = new Uint8Array([1]);
