@@ -11,6 +11,7 @@ import {
   concat,
   delay,
   findProgram,
+  freePortRange,
   makePoems,
   ROOT,
   type RunningServer,
@@ -83,10 +84,9 @@ Deno.test({
     const poem = new TextEncoder().encode("Through the balancer, line by line.\n".repeat(28));
     const bytes = poem.subarray(0, 1000);
     const poems = await makePoems({ "through.txt": bytes });
-    // Held open together, so the system hands out five different ports.
-    const held = Array.from({ length: 5 }, () => Deno.listen({ hostname: "127.0.0.1", port: 0 }));
-    const [front, port1, port2, admin1, admin2] = held.map((l) => (l.addr as Deno.NetAddr).port);
-    for (const listener of held) listener.close();
+    // Five ports in a row, below the ones the system hands out for port 0.
+    const first = freePortRange(5);
+    const [front, port1, port2, admin1, admin2] = [0, 1, 2, 3, 4].map((i) => first + i);
     const cfg = await Deno.makeTempFile({ suffix: ".cfg" });
     const ports = {
       "127.0.0.1:10000": front,
