@@ -279,18 +279,43 @@ export function seededBytes(length: number, seed = 0x9e3779b9): Uint8Array {
   return out;
 }
 
-/** A port nobody listens on now, from the system. */
+/**
+ * Where to look for free ports: below the range the system hands out for
+ * port 0 and outgoing connections (Linux: ip_local_port_range), so that a
+ * port found free here is not taken by another test's `port: 0` listener
+ * between the check and the server's own bind.
+ */
+function quietPorts(): [number, number] {
+  try {
+    const [low] = Deno.readTextFileSync("/proc/sys/net/ipv4/ip_local_port_range")
+      .trim().split(/\s+/).map(Number);
+    if (low > 21_000) return [20_000, low];
+  } catch {
+    // Not Linux: any range will do as well as another.
+  }
+  return [20_000, 50_000];
+}
+
+/** A port nobody listens on now, found by trying. */
 export function freePort(hostname = "127.0.0.1"): number {
-  const listener = Deno.listen({ hostname, port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
+  const [low, high] = quietPorts();
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = low + Math.floor(Math.random() * (high - low));
+    try {
+      Deno.listen({ hostname, port }).close();
+      return port;
+    } catch {
+      // Taken; try another.
+    }
+  }
+  throw new Error("no free port found");
 }
 
 /** A run of `count` consecutive free ports, found by trying. */
 export function freePortRange(count: number): number {
+  const [low, high] = quietPorts();
   for (let attempt = 0; attempt < 50; attempt++) {
-    const first = 20000 + Math.floor(Math.random() * 30000);
+    const first = low + Math.floor(Math.random() * (high - low - count));
     const held: Deno.Listener[] = [];
     try {
       for (let i = 0; i < count; i++) {
@@ -320,6 +345,38 @@ export function hasIpv6Loopback(): boolean {
 export function rssKiB(pid: number): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
   return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
+}
+
+/** Sockets among a process's descriptors (Linux: /proc). */
+export function socketCount(pid: number): number {
+  let sockets = 0;
+  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`).startsWith("socket:")) sockets++;
+    } catch {
+      // Closed while we looked.
+    }
+  }
+  return sockets;
+}
+
+/**
+ * Waits until a process holds at least `count` sockets (Linux: /proc), up to
+ * `timeoutMs`: e.g. until the server has accepted the clients a test
+ * connected, rather than a fixed sleep that a busy machine outlasts.
+ */
+export async function waitForSockets(
+  pid: number,
+  count: number,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (socketCount(pid) < count) {
+    if (Date.now() > deadline) {
+      throw new Error(`process ${pid} holds ${socketCount(pid)} of ${count} sockets`);
+    }
+    await delay(10);
+  }
 }
 
 /** A connected pair of sockets on loopback: the server's end and the client's. */

@@ -11,6 +11,7 @@ import {
   concat,
   delay,
   findProgram,
+  freePortRange,
   makePoems,
   ROOT,
   type RunningServer,
@@ -60,6 +61,12 @@ function fetchFrom(
   });
 }
 
+/** Waits until `done()`, up to `timeoutMs` (records reach stderr in batches, in the background). */
+async function waitUntil(done: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!done() && Date.now() < deadline) await delay(50);
+}
+
 /** Peers of the records with this outcome in a poetry process's log. */
 function peers(server: RunningServer, outcome: RegExp): string[] {
   const pattern = new RegExp(
@@ -77,10 +84,9 @@ Deno.test({
     const poem = new TextEncoder().encode("Through the balancer, line by line.\n".repeat(28));
     const bytes = poem.subarray(0, 1000);
     const poems = await makePoems({ "through.txt": bytes });
-    // Held open together, so the system hands out five different ports.
-    const held = Array.from({ length: 5 }, () => Deno.listen({ hostname: "127.0.0.1", port: 0 }));
-    const [front, port1, port2, admin1, admin2] = held.map((l) => (l.addr as Deno.NetAddr).port);
-    for (const listener of held) listener.close();
+    // Five ports in a row, below the ones the system hands out for port 0.
+    const first = freePortRange(5);
+    const [front, port1, port2, admin1, admin2] = [0, 1, 2, 3, 4].map((i) => first + i);
     const cfg = await Deno.makeTempFile({ suffix: ".cfg" });
     const ports = {
       "127.0.0.1:10000": front,
@@ -150,9 +156,11 @@ Deno.test({
         }
       }));
       const seconds = (performance.now() - started) / 1000;
-      await poetry[0].waitForLines(/: completed\./, 300, 10_000);
-      await delay(300);
-      const served = poetry.map((p) => peers(p, /got 1000 of 1000 bytes .*: completed\./));
+      const completed = /got 1000 of 1000 bytes .*: completed\./;
+      await waitUntil(() =>
+        poetry.reduce((n, p) => n + peers(p, completed).length, 0) >= clients.length
+      );
+      const served = poetry.map((p) => peers(p, completed));
       console.log(
         `1,000 fetches through HAProxy in ${seconds.toFixed(1)} s: ` +
           `poetry1 served ${served[0].length}, poetry2 ${served[1].length}`,
@@ -166,7 +174,9 @@ Deno.test({
         Array.from({ length: 20 }, () => fetchFrom(front, "127.0.0.66")),
       );
       for (const got of refused) assert.equal(got.bytes.length, 0);
-      await delay(300);
+      const deniedCount = () =>
+        poetry.reduce((n, p) => n + peers(p, /denied by --allow\/--deny/).length, 0);
+      await waitUntil(() => deniedCount() >= refused.length);
       const denied = poetry.flatMap((p) => peers(p, /denied by --allow\/--deny/));
       assert.deepEqual(denied.sort(), refused.map((r) => r.client).sort());
 

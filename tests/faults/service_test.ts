@@ -12,7 +12,9 @@ import {
   rssKiB,
   seededBytes,
   serverCommand,
+  socketCount,
   startServer,
+  waitForSockets,
 } from "../helpers.ts";
 
 const linux = Deno.build.os === "linux";
@@ -355,8 +357,9 @@ serviceTest("two SIGINTs 10 ms apart (Ctrl-C under deno task) drain, and exit 0"
     dir.path("slow.txt"),
   ]);
   try {
+    const listening = socketCount(server.process.pid);
     const transfers = Array.from({ length: 5 }, () => readTimed(server.addresses[0]));
-    await delay(200);
+    await waitForSockets(server.process.pid, listening + 5);
     server.process.kill("SIGINT");
     await delay(10);
     const status = await server.stop("SIGINT");
@@ -374,8 +377,9 @@ serviceTest("a second SIGINT 1.2 s after the first exits at once, with code 1", 
   const dir = await makePoems({ "slow.txt": "z".repeat(100) });
   const server = await startServer(["--num-bytes", "10", "--delay", "1", dir.path("slow.txt")]);
   try {
+    const listening = socketCount(server.process.pid);
     const transfers = Array.from({ length: 3 }, () => readTimed(server.addresses[0]));
-    await delay(200);
+    await waitForSockets(server.process.pid, listening + 3);
     server.process.kill("SIGINT");
     await server.waitForStderr(/Stopped accepting/);
     await delay(1200);

@@ -5,13 +5,39 @@
 
 import assert from "node:assert/strict";
 import type { PoemAddress } from "../../lib/client.ts";
-import { concat, delay, fetchBytes, makePoems, startServer } from "../helpers.ts";
+import {
+  concat,
+  delay,
+  fetchBytes,
+  makePoems,
+  type RunningServer,
+  socketCount,
+  startServer,
+  waitForSockets,
+} from "../helpers.ts";
 
 const POEM = "Who knocked? The balancer,\nand behind it, you.\n";
 const encoder = new TextEncoder();
 const poems = await makePoems({ "knock.txt": POEM });
 const POEM_PATH = poems.path("knock.txt");
 const EXPECTED = encoder.encode(POEM);
+
+/**
+ * Starts a client (`use`) and waits until the server has accepted it (its
+ * socket count, on Linux; elsewhere 200 ms). The client's promise comes back
+ * in an object: an async function would wait for it to settle.
+ */
+async function accepted<T>(
+  server: RunningServer,
+  use: () => Promise<T>,
+): Promise<{ client: Promise<T> }> {
+  const linux = Deno.build.os === "linux";
+  const before = linux ? socketCount(server.process.pid) : 0;
+  const client = use();
+  if (linux) await waitForSockets(server.process.pid, before + 1);
+  else await delay(200);
+  return { client };
+}
 
 /** Connects, sends `prefix`, and reads to the end: what the client got, and how long it took. */
 async function fetchAfter(
@@ -161,8 +187,8 @@ Deno.test("proxy protocol: at the cap, a silent client holds its slot only until
   ]);
   const [address] = server.addresses;
   try {
-    const silent = fetchAfter(address, "");
-    await delay(100);
+    // The silent client first: it holds the one slot.
+    const { client: silent } = await accepted(server, () => fetchAfter(address, ""));
     const waiting = await fetchAfter(address, v2Header(12, 40005));
     assert.deepEqual(waiting.bytes, EXPECTED);
     assert.ok(waiting.ms > 2000 && waiting.ms < 6000, `served after ${waiting.ms} ms`);
@@ -175,8 +201,8 @@ Deno.test("proxy protocol: at the cap, a silent client holds its slot only until
 Deno.test("proxy protocol: a shutdown cuts short a client still sending its header", async () => {
   const server = await startServer(["--proxy-protocol", "--iface", "127.0.0.1", POEM_PATH]);
   const [address] = server.addresses;
-  const silent = fetchAfter(address, "PROXY ");
-  await delay(200);
+  // Accepted before the shutdown: a client still in the backlog is refused.
+  const { client: silent } = await accepted(server, () => fetchAfter(address, "PROXY "));
   const started = performance.now();
   const status = await server.stop();
   assert.equal(status.code, 0);
