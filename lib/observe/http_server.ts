@@ -4,8 +4,9 @@
  * loop on EMFILE, has no header or idle timeout and no connection cap, waits
  * for ever on a client that never reads its answers, and prints a trace with
  * a synchronous `console.error` when a handler throws (a malformed `Host`
- * makes `new URL(request.url)` throw). node:http in Deno is built on the same
- * machinery. The requests it must answer are few and small (GET, and short
+ * makes `new URL(request.url)` throw). node:http's server in Deno has been
+ * built on `Deno.serve` (denoland/std#2537), so it was not tried. The
+ * requests it must answer are few and small (GET, and short
  * JSON bodies), so parsing them here is little code, and every limit is ours:
  *
  * - the accept loop is the poem port's ({@linkcode Acceptor}): it backs off
