@@ -498,3 +498,37 @@ export async function runPythonClient(
   }
   return text.trim().split("\n").filter((line) => line).map((line) => JSON.parse(line));
 }
+
+/**
+ * Sends raw bytes to an HTTP server (or any TCP server) and reads the whole
+ * answer, until the server closes or `ms` pass; a write the server refuses
+ * still returns what it answered.
+ */
+export async function rawExchange(
+  address: { hostname: string; port: number },
+  request: string | Uint8Array,
+  ms = 5000,
+): Promise<string> {
+  const conn = await Deno.connect(address);
+  const timer = setTimeout(() => conn.close(), ms);
+  const decoder = new TextDecoder();
+  try {
+    await conn.write(typeof request === "string" ? new TextEncoder().encode(request) : request)
+      .catch(() => 0);
+    const parts: string[] = [];
+    const buf = new Uint8Array(65536);
+    for (;;) {
+      const n = await conn.read(buf).catch(() => null);
+      if (n === null) break;
+      parts.push(decoder.decode(buf.subarray(0, n), { stream: true }));
+    }
+    return parts.join("");
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch {
+      // Closed by the timer.
+    }
+  }
+}

@@ -10,6 +10,7 @@ import {
   fetchBytes,
   freePort,
   makePoems,
+  rawExchange,
   sampleValue,
   startServer,
 } from "../helpers.ts";
@@ -27,34 +28,6 @@ function attackTest(name: string, fn: () => Promise<void>): void {
 function adminAddress(base: string): { hostname: string; port: number } {
   const url = new URL(base);
   return { hostname: url.hostname, port: Number(url.port) };
-}
-
-/** Sends raw bytes and reads the whole answer, until the server closes or `ms` pass. */
-async function rawExchange(
-  address: { hostname: string; port: number },
-  request: string,
-  ms = 5000,
-): Promise<string> {
-  const conn = await Deno.connect(address);
-  const timer = setTimeout(() => conn.close(), ms);
-  try {
-    await conn.write(encoder.encode(request));
-    const parts: string[] = [];
-    const buf = new Uint8Array(65536);
-    for (;;) {
-      const n = await conn.read(buf).catch(() => null);
-      if (n === null) break;
-      parts.push(decoder.decode(buf.subarray(0, n)));
-    }
-    return parts.join("");
-  } finally {
-    clearTimeout(timer);
-    try {
-      conn.close();
-    } catch {
-      // Closed by the timer.
-    }
-  }
 }
 
 /** Waits for the process to exit, up to `ms`; undefined when it did not. */

@@ -4,36 +4,12 @@
 // own records reaches stderr.
 
 import assert from "node:assert/strict";
-import { adminUrl, makePoems, runServer, startServer } from "../helpers.ts";
+import { adminUrl, makePoems, rawExchange, runServer, startServer } from "../helpers.ts";
 
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 const poems = await makePoems({ "p.txt": "Host me.\n" });
 
-/** Sends raw bytes and reads the whole answer, until the server closes or 5 s pass. */
-async function exchange(port: number, request: string | Uint8Array): Promise<string> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  const timer = setTimeout(() => conn.close(), 5000);
-  try {
-    await conn.write(typeof request === "string" ? encoder.encode(request) : request)
-      .catch(() => 0);
-    let text = "";
-    const buf = new Uint8Array(65536);
-    for (;;) {
-      const n = await conn.read(buf).catch(() => null);
-      if (n === null) break;
-      text += decoder.decode(buf.subarray(0, n));
-    }
-    return text;
-  } finally {
-    clearTimeout(timer);
-    try {
-      conn.close();
-    } catch {
-      // Closed by the timer.
-    }
-  }
-}
+const exchange = (port: number, request: string | Uint8Array) =>
+  rawExchange({ hostname: "127.0.0.1", port }, request);
 
 const status = (answer: string) => Number(/^HTTP\/1\.[01] (\d{3}) /.exec(answer)?.[1] ?? 0);
 
