@@ -19,6 +19,7 @@ import { SharedCap } from "../policies/shared_cap.ts";
 import {
   applyPaceAndFaults,
   factoryFor,
+  faultSpecs,
   type ListenerState,
   listenOrExplain,
   logFaults,
@@ -357,6 +358,11 @@ export class PoetryServer {
    */
   reloadPoem(poem: Poem): Promise<"changed" | "unchanged" | "failed"> {
     return this.#rereads.reread(poem, "info");
+  }
+
+  /** The fault specs listener `index` runs with now (a reload may change them); none: `[]`. */
+  faultSpecs(index: number): string[] {
+    return faultSpecs(this.#settings[index]?.options.faults);
   }
 
   /** Seconds {@linkcode PoetryServer.shutdown} lets transfers finish unless told otherwise. */

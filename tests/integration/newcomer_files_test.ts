@@ -1,6 +1,8 @@
 // Issue 18, the newcomer's first hour: the files the server writes and reads
 // besides poems, and what a reload says. Each test runs the real program over
-// real TCP: a SIGHUP or --watch change that changes nothing, a poem readable
+// real TCP: --ports-file with the permissions the docs name (checked before
+// anything binds, removed at exit, one entry per listener with its index and
+// faults); a SIGHUP or --watch change that changes nothing, a poem readable
 // again, a new file in a served directory, each leaving one info record; a
 // config file's missing poem named with the file, the line and where it was
 // looked for.
@@ -40,6 +42,125 @@ function commandWith(permissions: string[]): string[] {
 function count(text: string, pattern: RegExp): number {
   return text.match(new RegExp(pattern.source, "g"))?.length ?? 0;
 }
+
+// --- Point 4: --ports-file ---------------------------------------------------
+
+Deno.test({
+  name: "ports file: --allow-write and --allow-read on its directory are enough; removed at exit",
+  ignore: CUSTOM_SERVER,
+  async fn() {
+    const poems = await makePoems({ "p.txt": POEM });
+    const out = await Deno.makeTempDir({ prefix: "poetry-ports-" });
+    const path = `${out}/ports.json`;
+    try {
+      // Nothing wider than the docs say: the poems, the net, and PATH's directory.
+      const server = await startServer(["--iface", "127.0.0.1", "--ports-file", path, poems.dir], {
+        command: commandWith([
+          "--allow-net=127.0.0.1",
+          `--allow-read=${poems.dir},${out}`,
+          `--allow-write=${out}`,
+        ]),
+      });
+      try {
+        const entries = JSON.parse(await Deno.readTextFile(path));
+        assert.deepEqual(entries, [
+          {
+            poem: poems.path("p.txt"),
+            host: "127.0.0.1",
+            port: server.addresses[0].port,
+            listener: 0,
+            faults: [],
+          },
+        ]);
+      } finally {
+        const status = await server.stop();
+        assert.equal(status.code, 0, server.stderr());
+      }
+      // A harness that starts the next run must not read this run's ports.
+      assert.deepEqual([...Deno.readDirSync(out)].map((e) => e.name), [], "removed at exit");
+    } finally {
+      await poems.cleanup();
+      await Deno.remove(out, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "ports file: a missing permission is exit 2 before anything binds, naming the flag",
+  ignore: CUSTOM_SERVER,
+  async fn() {
+    const poems = await makePoems({ "p.txt": POEM });
+    const out = await Deno.makeTempDir({ prefix: "poetry-ports-" });
+    const path = `${out}/ports.json`;
+    try {
+      // What the docs used to say: --allow-write for PATH alone.
+      const exact = await runServer(["--iface", "127.0.0.1", "--ports-file", path, poems.dir], {
+        command: commandWith(["--allow-net", "--allow-read", `--allow-write=${path}`]),
+      });
+      assertBadInput(exact, new RegExp(`--ports-file .*ports\\.json: no permission to write`));
+      assert.match(exact.stderr, new RegExp(`--allow-write=${out}\\n`));
+      assert.doesNotMatch(exact.stderr, /Serving/);
+      // Write without read: Deno's rename needs both.
+      const noRead = await runServer(["--iface", "127.0.0.1", "--ports-file", path, poems.dir], {
+        command: commandWith(["--allow-net", `--allow-read=${poems.dir}`, `--allow-write=${out}`]),
+      });
+      assertBadInput(noRead, /no permission to read .* run again with --allow-read=/s);
+      assert.doesNotMatch(noRead.stderr, /Serving/);
+      // As the README installs it (--allow-read --allow-net): no write at all.
+      const installed = await runServer(["--iface", "127.0.0.1", "--ports-file", path, poems.dir], {
+        command: commandWith(["--allow-net", "--allow-read"]),
+      });
+      assertBadInput(installed, /no permission to write/);
+      assert.deepEqual([...Deno.readDirSync(out)], [], "nothing written");
+    } finally {
+      await poems.cleanup();
+      await Deno.remove(out, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "ports file: two listeners of one poem differ by their index and faults",
+  ignore: CUSTOM_SERVER,
+  async fn() {
+    const dir = await makePoems({
+      "p.txt": POEM,
+      "poetry.jsonc": JSON.stringify({
+        iface: "127.0.0.1",
+        listeners: [
+          { poem: "p.txt" },
+          { poem: "p.txt", faults: ["close-after=10", "reset-after=50,probability=0.5"] },
+        ],
+      }),
+    });
+    const path = dir.path("ports.json");
+    try {
+      const server = await startServer(
+        ["--config", dir.path("poetry.jsonc"), "--ports-file", path],
+        {
+          listeners: 2,
+          command: commandWith(["--allow-net", "--allow-read", `--allow-write=${dir.dir}`]),
+        },
+      );
+      try {
+        const entries = JSON.parse(await Deno.readTextFile(path));
+        assert.deepEqual(
+          entries.map((e: Record<string, unknown>) => [e.listener, e.port, e.faults]),
+          [
+            [0, server.addresses[0].port, []],
+            [1, server.addresses[1].port, ["close-after=10", "reset-after=50,probability=0.5"]],
+          ],
+        );
+        assert.equal((await fetchBytes(server.addresses[0])).length, POEM.length);
+      } finally {
+        await server.stop();
+      }
+      assert.throws(() => Deno.statSync(path), Deno.errors.NotFound, "removed at exit");
+    } finally {
+      await dir.cleanup();
+    }
+  },
+});
 
 // --- Point 6: every reload says what it did -----------------------------------
 
