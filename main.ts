@@ -19,7 +19,7 @@ import { ServerGroup } from "./lib/scale/group.ts";
 import { WorkerPool } from "./lib/scale/workers.ts";
 import { serve } from "./lib/server/server.ts";
 import { combineConfig, loadConfig, reloadConfig } from "./lib/service/config.ts";
-import { writePortsFile } from "./lib/service/ports_file.ts";
+import { PortsFile } from "./lib/service/ports_file.ts";
 import { holdReloadSignals, holdStopSignals, runAsService } from "./lib/service/service.ts";
 
 async function main(args: string[]): Promise<number> {
@@ -36,6 +36,9 @@ async function main(args: string[]): Promise<number> {
     return 0;
   }
   setupLogging({ level: cli.logLevel, format: cli.logFormat });
+  // Before anything binds: a missing permission is an exit 2, not a server
+  // that starts, serves and stops.
+  const portsFile = cli.portsFile === undefined ? undefined : PortsFile.check(cli.portsFile);
   // The samples sit beside this file: in the repository, or embedded in a
   // compiled binary with `deno compile --include poems`.
   const samples = cli.samples ? [`${import.meta.dirname}/poems`] : [];
@@ -90,9 +93,9 @@ async function main(args: string[]): Promise<number> {
     await group.shutdown(0);
     throw err;
   }
-  if (cli.portsFile !== undefined) {
+  if (portsFile) {
     try {
-      await writePortsFile(cli.portsFile, server.listeners);
+      await portsFile.write(server);
     } catch (err) {
       await group.shutdown(0);
       throw err;
@@ -115,6 +118,8 @@ async function main(args: string[]): Promise<number> {
     ).join(""),
   );
   await stopped;
+  // Drained: no listener is left for a harness to find in it.
+  portsFile?.remove();
   // /healthz said 503 through the drain; now nothing is left to report.
   await admin?.shutdown();
   return 0;

@@ -125,7 +125,9 @@ Testing clients (faults on purpose; see the README, "Testing your client"):
                         allow/deny and cap, from a JSON-with-comments file
                         (see examples/poetry.jsonc); no POEM arguments then
   --ports-file PATH     once every listener is up, write their addresses as
-                        JSON ([{"poem", "host", "port"}]) to PATH, atomically
+                        JSON ([{"poem", "host", "port", "listener", "faults"}])
+                        to PATH, atomically; removed at exit. Needs
+                        --allow-write and --allow-read on PATH's directory
 
   -h, --help            show this help
   -V, --version         show the version
@@ -139,6 +141,7 @@ Examples:
   poetry --admin 127.0.0.1:9100 poems/          metrics and a status page on port 9100
   poetry --fault reset-after=100,probability=0.3 --seed 7 poems/a-short-one.txt
   poetry --config examples/poetry.jsonc --ports-file /tmp/ports.json
+                                                (installed with --allow-write=/tmp)
 
 Exit codes: 0 ok, 1 failure at run time (port in use, open-file limit too low
 for --workers, ...), 2 bad input.

@@ -14,7 +14,7 @@ import type { PoetryMetrics } from "../observe/metrics.ts";
 import { addSnapshots, type ServerStats, type StatsSnapshot } from "../observe/stats.ts";
 import { addReports, type StatusReport, statusReport } from "../observe/status.ts";
 import type { PoetryServer } from "../server/server.ts";
-import type { ShutdownSummary } from "../server/summary.ts";
+import type { ReloadResult, ShutdownSummary } from "../server/summary.ts";
 import type { Service } from "../service/service.ts";
 import type { WorkerPool } from "./workers.ts";
 
@@ -34,7 +34,7 @@ export interface GroupOptions {
   /** The main server's metrics, when an admin endpoint reports on the group. */
   metrics?: PoetryMetrics;
   /** What a reload does on the main thread (`--config` re-reads its file). @default {re-reads its poems} */
-  reload?: () => Promise<unknown>;
+  reload?: () => Promise<ReloadResult>;
 }
 
 /**
@@ -90,10 +90,20 @@ export class ServerGroup implements Service, Observed {
     this.#pool?.terminate();
   }
 
-  /** Every thread re-reads its poems (and `--config`). */
-  async reload(): Promise<void> {
+  /**
+   * Every thread re-reads its poems (and `--config`).
+   * @returns what the main thread's re-read did (a worker that could not
+   * read what it could is logged on its own).
+   */
+  async reload(): Promise<ReloadResult> {
     const own = this.#options.reload ?? (() => this.server.reload());
-    await Promise.all([own(), this.#pool?.reload()]);
+    const [result] = await Promise.all([own(), this.#pool?.reload()]);
+    return result;
+  }
+
+  /** The POEM arguments that named a directory. */
+  get directories(): readonly string[] {
+    return this.server.directories;
   }
 
   /** Every thread re-reads one poem. */

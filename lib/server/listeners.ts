@@ -73,9 +73,7 @@ export function logFaults(listener: PoemListener, state: ListenerState, verb = "
   log.info("{verb} on {address}: {faults} (--seed {seed}).", {
     verb: verb === "Faults" ? "Faults" : "Reconfigured; faults",
     address: formatAddress(listener.addr),
-    faults: faults.faults.map((f) =>
-      f.probability < 1 ? `${f.label},probability=${f.probability}` : f.label
-    ).join("; "),
+    faults: faultSpecs(faults).join("; "),
     seed: state.runSeed,
   });
   if (faults.faults.some((f) => f.name === "jitter") && faults.delay === 0) {
@@ -83,6 +81,13 @@ export function logFaults(listener: PoemListener, state: ListenerState, verb = "
       address: formatAddress(listener.addr),
     });
   }
+}
+
+/** A listener's faults as specs, as `--fault` takes them: `reset-after=100,probability=0.3`. */
+export function faultSpecs(faults: ListenerFaults | undefined): string[] {
+  return (faults?.faults ?? []).map((f) =>
+    f.probability < 1 ? `${f.label},probability=${f.probability}` : f.label
+  );
 }
 
 /**

@@ -19,11 +19,13 @@ import { SharedCap } from "../policies/shared_cap.ts";
 import {
   applyPaceAndFaults,
   factoryFor,
+  faultSpecs,
   type ListenerState,
   listenOrExplain,
   logFaults,
 } from "./listeners.ts";
 import type { ListenerSettings, ServeOptions } from "./options.ts";
+import { PoemRereads } from "./reload.ts";
 import { addSummaries, type OtherDrains, type ShutdownSummary } from "./summary.ts";
 
 const log = getLogger(["poetry", "server"]);
@@ -43,6 +45,10 @@ const log = getLogger(["poetry", "server"]);
  */
 export async function serve(poemArgs: string[], options: ServeOptions = {}): Promise<PoetryServer> {
   const poems = await loadPoems(poemArgs);
+  const directories = [];
+  for (const arg of poemArgs) {
+    if ((await Deno.stat(arg).catch(() => undefined))?.isDirectory) directories.push(arg);
+  }
   const listeners = options.listeners && await Promise.all(
     options.listeners.map(async (l) => ({
       ...l,
@@ -50,6 +56,7 @@ export async function serve(poemArgs: string[], options: ServeOptions = {}): Pro
     })),
   );
   const server = PoetryServer.start(poems, { ...options, listeners });
+  server.directories = directories;
   try {
     await server.ready;
   } catch (err) {
@@ -92,12 +99,17 @@ export class PoetryServer {
    */
   readonly caps?: SharedArrayBuffer;
   #shutdown?: Promise<ShutdownSummary>;
+  readonly #rereads = new PoemRereads();
   /** Poem re-reads so far, by result (each re-read once, however many signals shared it). */
-  readonly reloads: Record<"changed" | "unchanged" | "failed", number> = {
-    changed: 0,
-    unchanged: 0,
-    failed: 0,
-  };
+  get reloads(): Readonly<Record<"changed" | "unchanged" | "failed", number>> {
+    return this.#rereads.counts;
+  }
+
+  /**
+   * The POEM arguments that named a directory: a file new in one would be
+   * served after a restart (`--watch` says so). Set by {@linkcode serve}.
+   */
+  directories: readonly string[] = [];
 
   /** Whether {@linkcode PoetryServer.shutdown} has begun: no longer accepting. */
   get draining(): boolean {
@@ -322,52 +334,35 @@ export class PoetryServer {
    * Re-reads every poem, each on its own: a poem that is slow to read does not
    * hold back the others. A poem that cannot be read keeps its old bytes and
    * the failure is logged; transfers in flight keep the bytes they started with.
-   * @returns how many poems changed and how many could not be read.
+   * A poem that did not change logs only at debug: the caller's record
+   * (SIGHUP's) says how many did.
+   * @returns how many poems were re-read, changed and could not be read.
    */
-  async reload(): Promise<{ changed: number; failed: number }> {
-    const results = await Promise.all(this.listeners.map(({ poem }) => this.reloadPoem(poem)));
+  // Spelt out, not ReloadResult: lib/mod.ts does not export that type.
+  async reload(): Promise<{ poems: number; changed: number; failed: number }> {
+    const results = await Promise.all(
+      this.listeners.map(({ poem }) => this.#rereads.reread(poem, "debug")),
+    );
     return {
+      poems: results.length,
       changed: results.filter((r) => r === "changed").length,
       failed: results.filter((r) => r === "failed").length,
     };
   }
 
-  // Poem.reload coalesces: calls made during a re-read share one promise for
-  // the next. Only the first holder of a promise logs its outcome, so a burst
-  // of SIGHUPs logs once per re-read, not once per signal.
-  readonly #reported = new WeakSet<Promise<boolean>>();
-
   /**
-   * Re-reads one poem and logs the outcome, as {@linkcode PoetryServer.reload}
-   * does for each; a poem that cannot be read keeps its old bytes.
+   * Re-reads one poem (`--watch`: its file changed) and logs the outcome, an
+   * unchanged one included, since nothing else says what the change did.
+   * A poem that cannot be read keeps its old bytes.
    * @returns `"failed"` when the file could not be read.
    */
-  async reloadPoem(poem: Poem): Promise<"changed" | "unchanged" | "failed"> {
-    const reading = poem.reload();
-    const first = !this.#reported.has(reading);
-    this.#reported.add(reading);
-    try {
-      const changed = await reading;
-      if (first && changed) {
-        log.info("Reloaded {poem}: now {size} bytes.", {
-          poem: poem.path,
-          size: poem.content.size,
-        });
-      } else if (first) {
-        log.debug("Re-read {poem}: unchanged.", { poem: poem.path });
-      }
-      if (first) this.reloads[changed ? "changed" : "unchanged"]++;
-      return changed ? "changed" : "unchanged";
-    } catch (err) {
-      if (first) {
-        log.error("Could not reload {poem}, keeping the old version: {error}", {
-          poem: poem.path,
-          error: err instanceof Error ? err.message : String(err),
-        });
-      }
-      if (first) this.reloads.failed++;
-      return "failed";
-    }
+  reloadPoem(poem: Poem): Promise<"changed" | "unchanged" | "failed"> {
+    return this.#rereads.reread(poem, "info");
+  }
+
+  /** The fault specs listener `index` runs with now (a reload may change them); none: `[]`. */
+  faultSpecs(index: number): string[] {
+    return faultSpecs(this.#settings[index]?.options.faults);
   }
 
   /** Seconds {@linkcode PoetryServer.shutdown} lets transfers finish unless told otherwise. */

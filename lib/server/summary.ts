@@ -1,5 +1,6 @@
 /**
- * What a shutdown did, for one server and for several (workers) together.
+ * What a shutdown did, for one server and for several (workers) together;
+ * what a reload did.
  *
  * @module
  */
@@ -72,4 +73,27 @@ export function addSummaries(summaries: ShutdownSummary[]): ShutdownSummary {
     total.timedOut ||= summary.timedOut;
   }
   return total;
+}
+
+/**
+ * What a reload did, for the one record that says so.
+ *
+ * @example
+ * ```ts
+ * import type { ReloadResult } from "./summary.ts";
+ * const result: ReloadResult = { poems: 4, changed: 1, failed: 0 };
+ * ```
+ */
+export interface ReloadResult {
+  /** Poems re-read. */
+  poems: number;
+  /** How many of them changed (a poem readable again counts, too). */
+  changed: number;
+  /** How many could not be read: each keeps its old version. */
+  failed: number;
+  /**
+   * With `--config`: how many listeners took new settings, or `false` when
+   * the file could not be re-read (the running settings stay).
+   */
+  reconfigured?: number | false;
 }

@@ -8,114 +8,18 @@
  * @module
  */
 
-import { dirname, isAbsolute, join, normalize } from "node:path";
+import { dirname, isAbsolute, join, normalize, resolve } from "node:path";
 import type { Node, ParseError } from "jsonc-parser";
-import type * as Valibot from "valibot";
-import { parseCidr } from "../policies/access.ts";
 import { UsageError } from "../base/errors.ts";
-import { parseFault } from "../fixture/fault_spec.ts";
 import type { Pace } from "../core/pace.ts";
-import { isKeptFromAllowRead, specialKind } from "../core/poem_files.ts";
+import { explainReadError, isKeptFromAllowRead, specialKind } from "../core/poem_files.ts";
 import type { ListenerSettings, ServeOptions } from "../server/options.ts";
 import type { PoetryServer } from "../server/server.ts";
+import type { ReloadResult } from "../server/summary.ts";
 import { getLogger } from "@logtape/logtape";
+import { loadParsers, type RawConfig, type RawListener } from "./config_schema.ts";
 
 const log = getLogger(["poetry", "config"]);
-
-// The parser and the schema library are loaded on the first config file
-// read, not at every start-up (together they cost ~40 ms of it).
-function buildSchemas(v: typeof Valibot) {
-  const whole = (name: string, min: number, max: number) =>
-    v.pipe(
-      v.number(`${name} must be a number`),
-      v.integer(`${name} must be a whole number from ${min} to ${max}`),
-      v.minValue(min, `${name} must be a whole number from ${min} to ${max}`),
-      v.maxValue(max, `${name} must be a whole number from ${min} to ${max}`),
-    );
-  const seconds = (name: string) =>
-    v.pipe(
-      v.number(`${name} must be a number of seconds`),
-      v.minValue(0, `${name} must be a number of seconds from 0 to 86400`),
-      v.maxValue(86_400, `${name} must be a number of seconds from 0 to 86400`),
-    );
-  const nonEmpty = (name: string) =>
-    v.pipe(v.string(`${name} must be a string`), v.nonEmpty(`${name} is empty`));
-  const cidrs = (name: string) =>
-    v.array(
-      v.pipe(
-        v.string(`${name} must list strings`),
-        v.check((text) => parseCidr(text) !== undefined, `${name} needs addresses or CIDR blocks`),
-      ),
-      `${name} must be a list, e.g. ["127.0.0.0/8"]`,
-    );
-  const faults = v.array(
-    v.pipe(
-      v.string('faults must list strings like "reset-after=100"'),
-      v.rawCheck(({ dataset, addIssue }) => {
-        if (!dataset.typed) return;
-        try {
-          parseFault(dataset.value, "fault");
-        } catch (err) {
-          addIssue({ message: (err as Error).message });
-        }
-      }),
-    ),
-    'faults must be a list, e.g. ["reset-after=100"]',
-  );
-
-  /** Settings a listener may set, and the top level sets for all of them. */
-  const common = {
-    iface: v.optional(nonEmpty("iface")),
-    "num-bytes": v.optional(whole("num-bytes", 1, 2 ** 30)),
-    delay: v.optional(seconds("delay")),
-    faults: v.optional(faults),
-    allow: v.optional(cidrs("allow")),
-    deny: v.optional(cidrs("deny")),
-  };
-
-  const listenerSchema = v.strictObject({
-    poem: nonEmpty("poem"),
-    port: v.optional(whole("port", 0, 65535)),
-    "max-connections": v.optional(whole("max-connections", 1, 2 ** 31)),
-    ...common,
-  }, 'a listener must be an object, e.g. { "poem": "poems/a.txt", "port": 10000 }');
-
-  const configSchema = v.strictObject({
-    listeners: v.pipe(
-      v.array(listenerSchema, "listeners must be a list of listeners"),
-      v.minLength(1, "listeners is empty: declare at least one"),
-    ),
-    "max-connections": v.optional(whole("max-connections", 1, 2 ** 31)),
-    "write-timeout": v.optional(seconds("write-timeout")),
-    "drain-timeout": v.optional(seconds("drain-timeout")),
-    seed: v.optional(whole("seed", 0, 2 ** 32 - 1)),
-    ...common,
-  }, 'the file must hold one object, with a "listeners" list');
-
-  return {
-    configSchema,
-    listenerFields: Object.keys(listenerSchema.entries).join(", "),
-    topFields: Object.keys(configSchema.entries).join(", "),
-  };
-}
-
-let loaded:
-  | Promise<{
-    schemas: ReturnType<typeof buildSchemas>;
-    v: typeof Valibot;
-    jsonc: typeof import("jsonc-parser");
-  }>
-  | undefined;
-
-function loadParsers() {
-  return loaded ??= (async () => {
-    const [v, jsonc] = await Promise.all([import("valibot"), import("jsonc-parser")]);
-    return { schemas: buildSchemas(v), v, jsonc };
-  })();
-}
-
-type RawConfig = Valibot.InferOutput<ReturnType<typeof buildSchemas>["configSchema"]>;
-type RawListener = RawConfig["listeners"][number];
 
 /**
  * A `--config` file, read and checked: the server-wide settings and the
@@ -135,6 +39,8 @@ export interface PoetryConfig {
   options: Omit<ServeOptions, "pace"> & { pace?: Partial<Pace> };
   /** The listeners, in the file's order, with what they set themselves. */
   listeners: (Omit<ListenerSettings, "pace"> & { pace?: Partial<Pace> })[];
+  /** Each listener's poem as the file spells it, and its line, for messages. */
+  poems: { written: string; line: number }[];
 }
 
 /**
@@ -150,7 +56,37 @@ export interface PoetryConfig {
  * or naming the file, the line and the field of the first mistake.
  */
 export async function loadConfig(path: string): Promise<PoetryConfig> {
-  return await parseConfig(await readConfigText(path), path);
+  const config = await parseConfig(await readConfigText(path), path);
+  await checkPoems(config);
+  return config;
+}
+
+/**
+ * At start-up, a listener's poem that cannot be found is a mistake in the
+ * file: say where, as written and as resolved (against the file's
+ * directory, not the working one). On SIGHUP it is the poem's reload that
+ * fails, and the other listeners' settings still apply.
+ */
+async function checkPoems(config: PoetryConfig): Promise<void> {
+  for (const [i, listener] of config.listeners.entries()) {
+    const poem = listener.poem as string;
+    const { written, line } = config.poems[i];
+    try {
+      await Deno.stat(poem);
+    } catch (err) {
+      const where = `${config.path}:${line}: listeners[${i}].poem`;
+      if (!(err instanceof Deno.errors.NotFound)) {
+        const explained = explainReadError(poem, err);
+        throw new UsageError(`${where}: ${explained.message}`, explained.hint);
+      }
+      throw new UsageError(
+        `${where}: poem not found: ${written} (looked for ${resolve(poem)})`,
+        `a poem's path is relative to the config file's directory, ${
+          resolve(dirname(config.path))
+        }`,
+      );
+    }
+  }
 }
 
 // The largest config file read. Ten thousand listeners fit in it; a path
@@ -302,6 +238,10 @@ export async function parseConfig(text: string, path: string): Promise<PoetryCon
       deny: l.deny,
       maxConnections: l["max-connections"],
     })),
+    poems: config.listeners.map((l, i) => ({
+      written: l.poem,
+      line: lineOf(text, jsonc.findNodeAtLocation(root, ["listeners", i, "poem"])?.offset ?? 0),
+    })),
   };
 }
 
@@ -438,10 +378,14 @@ export async function reloadConfig(
   server: PoetryServer,
   path: string,
   commandLine: ServeOptions,
-): Promise<void> {
+): Promise<ReloadResult> {
+  let reconfigured: number | false = false;
   try {
-    const options = combineConfig(await loadConfig(path), commandLine);
-    server.reconfigure(options.listeners!, options);
+    // Not loadConfig: a poem missing now fails its own reload below, and
+    // must not keep the other listeners' new settings from applying.
+    const config = await parseConfig(await readConfigText(path), path);
+    const options = combineConfig(config, commandLine);
+    reconfigured = server.reconfigure(options.listeners!, options);
   } catch (err) {
     const hint = err instanceof UsageError && err.hint ? ` (${err.hint})` : "";
     log.error("Could not re-read {path}, keeping the running settings: {error}", {
@@ -449,5 +393,5 @@ export async function reloadConfig(
       error: `${err instanceof Error ? err.message : err}${hint}`,
     });
   }
-  await server.reload();
+  return { ...await server.reload(), reconfigured };
 }

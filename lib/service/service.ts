@@ -9,7 +9,7 @@ import { getLogger } from "@logtape/logtape";
 import { flushLogs } from "../base/log.ts";
 import type { Poem } from "../core/poem.ts";
 import type { PoemListener } from "../core/listener.ts";
-import type { ShutdownSummary } from "../server/summary.ts";
+import type { ReloadResult, ShutdownSummary } from "../server/summary.ts";
 import { logStats, ServerStats, type StatsSnapshot } from "../observe/stats.ts";
 import { watchPoems } from "./watch.ts";
 
@@ -63,10 +63,20 @@ export interface Service {
   readonly drainTimeout: number;
   /** Stops accepting, drains, and resolves with the summary. */
   shutdown(drainTimeout?: number): Promise<ShutdownSummary>;
-  /** Re-reads every poem (and whatever else SIGHUP re-reads: `--config`). */
-  reload(): Promise<unknown>;
+  /**
+   * Re-reads every poem (and whatever else SIGHUP re-reads: `--config`).
+   * @returns what it did, for the record SIGHUP writes: poems re-read,
+   * changed and failed, and with `--config` the listeners reconfigured
+   * (`false`: the file could not be re-read).
+   */
+  // Spelt out, not ReloadResult: lib/mod.ts does not export that type.
+  reload(): Promise<
+    { poems: number; changed: number; failed: number; reconfigured?: number | false }
+  >;
   /** Re-reads one poem (`--watch`). */
   reloadPoem(poem: Poem): Promise<unknown>;
+  /** The POEM arguments that named a directory (`--watch` tells of a file new in one). */
+  readonly directories?: readonly string[];
   /**
    * The totals for a stats record. Without it, {@linkcode ServiceOptions.stats}
    * counts this service's listeners.
@@ -207,9 +217,30 @@ export function runAsService(
     }
   };
   for (const signal of stopSignals) Deno.addSignalListener(signal, () => onStop(signal));
-  const reload = () => {
+  // One reload at a time, and one more for all the SIGHUPs that came during
+  // it (as Poem.reload coalesces): each writes one record of what it did, so
+  // a `systemctl reload` that changed nothing still leaves a trace.
+  let reloading = false;
+  let again = false;
+  const reload = async () => {
     if (firstStop !== undefined || drained) return;
-    server.reload();
+    if (reloading) return void (again = true);
+    reloading = true;
+    try {
+      do {
+        again = false;
+        const result = await server.reload();
+        if (!drained) {
+          log.info("SIGHUP reload: {summary}.", { summary: describeReload(result), ...result });
+        }
+      } while (again && firstStop === undefined && !drained);
+    } catch (err) {
+      log.error("Reload failed: {error}", {
+        error: err instanceof Error ? err.message : String(err),
+      });
+    } finally {
+      reloading = false;
+    }
   };
   if (!windows) Deno.addSignalListener("SIGHUP", reload);
   // SIGUSR1's default action ends the process: endlessh's users expect it
@@ -261,4 +292,15 @@ export function runAsService(
     drained = true;
     clearInterval(interval);
   });
+}
+
+/** "4 poems, 1 changed, 0 failed", or "..., nothing changed"; and the config file's part. */
+function describeReload({ poems, changed, failed, reconfigured }: ReloadResult): string {
+  const counted = `${poems} poem${poems === 1 ? "" : "s"}, ` +
+    (changed === 0 && failed === 0 ? "nothing changed" : `${changed} changed, ${failed} failed`);
+  if (reconfigured === undefined) return counted;
+  if (reconfigured === false) return `${counted}; the config file could not be re-read`;
+  return `${counted}; config re-read, ${reconfigured} listener${
+    reconfigured === 1 ? "" : "s"
+  } reconfigured`;
 }

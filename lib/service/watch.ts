@@ -5,7 +5,14 @@
  * @module
  */
 
-import { dirname, isAbsolute, join, parse as parsePath, resolve as resolvePath } from "node:path";
+import {
+  basename,
+  dirname,
+  isAbsolute,
+  join,
+  parse as parsePath,
+  resolve as resolvePath,
+} from "node:path";
 import { getLogger } from "@logtape/logtape";
 import type { Poem } from "../core/poem.ts";
 import type { PoemListener } from "../core/listener.ts";
@@ -21,6 +28,8 @@ export interface Watched {
   readonly listeners: readonly PoemListener[];
   /** Re-reads one poem. */
   reloadPoem(poem: Poem): unknown;
+  /** The POEM arguments that named a directory: a file new in one is told about. */
+  readonly directories?: readonly string[];
 }
 
 // Watches directories, not the poem files: watchFs follows an inode, and an
@@ -116,9 +125,22 @@ class PoemWatch {
   // One timer per poem: a burst of writes to one poem neither delays nor
   // re-reads the others.
   readonly #timers = new Map<Poem, ReturnType<typeof setTimeout>>();
+  /** The served directories, by real path, as the command line named them. */
+  readonly #directories = new Map<string, string>();
+  /** Files new in a served directory, told about once each. */
+  readonly #newFiles = new Map<string, ReturnType<typeof setTimeout> | undefined>();
   #closed = false;
   constructor(server: Watched) {
     this.#server = server;
+    for (const dir of server.directories ?? []) {
+      let real = resolvePath(dir);
+      try {
+        real = Deno.realPathSync(dir);
+      } catch {
+        // Gone since it was read: its poems' own entries are watched anyway.
+      }
+      this.#directories.set(real, dir);
+    }
   }
 
   /** Starts watching; false when nothing can be watched (logged). */
@@ -131,6 +153,7 @@ class PoemWatch {
     this.#closed = true;
     this.#watcher?.close();
     for (const timer of this.#timers.values()) clearTimeout(timer);
+    for (const timer of this.#newFiles.values()) clearTimeout(timer);
   }
 
   #resolve(poem: Poem, previous?: string[]): string[] {
@@ -159,6 +182,7 @@ class PoemWatch {
         paths.add(watchedPathOf(entry));
       }
     }
+    for (const dir of this.#directories.keys()) paths.add(dir);
     this.#poemsAt = poemsAt;
     const key = [...paths].sort().join("\0");
     if (key === this.#watchedKey) return true;
@@ -188,7 +212,9 @@ class PoemWatch {
         // trigger the next; a write is reported as "modify" anyway.
         if (event.kind === "access") continue;
         for (const path of event.paths) {
-          for (const poem of this.#poemsAt.get(resolvePath(path)) ?? []) this.#changed(poem);
+          const poems = this.#poemsAt.get(resolvePath(path));
+          for (const poem of poems ?? []) this.#changed(poem);
+          if (!poems && (event.kind === "create" || event.kind === "rename")) this.#appeared(path);
         }
       }
     } catch (err) {
@@ -197,6 +223,39 @@ class PoemWatch {
         error: err instanceof Error ? err.message : String(err),
       });
     }
+  }
+
+  /**
+   * A file new in a served directory would be served after a restart, not
+   * now (its port is not bound): say so once, if it is still there once the
+   * writes settle (an editor's or `sed -i`'s temporary file is renamed away).
+   */
+  #appeared(path: string): void {
+    const absolute = resolvePath(path);
+    const dir = this.#directories.get(dirname(absolute));
+    const name = basename(absolute);
+    if (dir === undefined || name.startsWith(".") || this.#newFiles.has(absolute)) return;
+    this.#newFiles.set(
+      absolute,
+      setTimeout(() => {
+        this.#newFiles.set(absolute, undefined);
+        if (this.#closed) return;
+        let file = false;
+        try {
+          file = Deno.statSync(absolute).isFile;
+        } catch {
+          // Gone already: a temporary file.
+        }
+        if (!file) {
+          this.#newFiles.delete(absolute);
+          return;
+        }
+        log.info("{file} appeared in {directory}: a new poem needs a restart.", {
+          file: /[\\/]$/.test(dir) ? dir + name : `${dir}/${name}`,
+          directory: dir,
+        });
+      }, WATCH_SETTLE_MS),
+    );
   }
 
   #changed(poem: Poem): void {

@@ -42,9 +42,21 @@ Deno.test("config: the sample file serves fast, slow and flaky listeners; --port
     if (!server) return console.error("skipped: ports 10000-10002 are taken");
     const entries = JSON.parse(await Deno.readTextFile(portsFile));
     assert.deepEqual(entries, [
-      { poem: "poems/a-short-one.txt", host: "127.0.0.1", port: 10000 },
-      { poem: "poems/ode-to-the-socket.txt", host: "127.0.0.1", port: 10001 },
-      { poem: "poems/the-reactor-at-night.txt", host: "127.0.0.1", port: 10002 },
+      { poem: "poems/a-short-one.txt", host: "127.0.0.1", port: 10000, listener: 0, faults: [] },
+      {
+        poem: "poems/ode-to-the-socket.txt",
+        host: "127.0.0.1",
+        port: 10001,
+        listener: 1,
+        faults: [],
+      },
+      {
+        poem: "poems/the-reactor-at-night.txt",
+        host: "127.0.0.1",
+        port: 10002,
+        listener: 2,
+        faults: ["reset-after=100,probability=0.33", "first-byte-delay=0.5", "chunks=1-16"],
+      },
     ]);
     assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["ports.json"], "no temp left");
     const fast = await fetchBytes(server.addresses[0]);

@@ -79,7 +79,7 @@ filesTest(
           `mode ${info.mode!.toString(8)}`,
         );
         assert.deepEqual(JSON.parse(await Deno.readTextFile(path)), [
-          { poem: poems.path("p.txt"), host: "127.0.0.1", port },
+          { poem: poems.path("p.txt"), host: "127.0.0.1", port, listener: 0, faults: [] },
         ]);
         const names = [...Deno.readDirSync(poems.dir)].map((e) => e.name).sort();
         assert.deepEqual(
