@@ -11,8 +11,9 @@
  * - `needs PROGRAM`: skipped, saying so, where PROGRAM is not installed.
  *
  * A fence without a language right after such a block is the output it
- * shows: its lines must appear in that order in what the block printed,
- * with times (`0.01s`, `3 ms`) free.
+ * shows: each of its lines must be a line the block printed (in any order:
+ * tasks that run at once finish in any order), with times (`0.01s`, `3 ms`)
+ * free.
  *
  * @module
  */

@@ -3,8 +3,9 @@
 // scratch copy of the repository, with free ports in place of the fixed ones
 // (in the commands, deno.json and examples/ alike), `deno` off PATH where the
 // block says `node-only`, each script bounded in time, background commands
+// started in order (each once the ports the ones before it name accept),
 // still running at the end of their section and then stopped, and the output
-// the page shows found in what the block printed. The blocks of one section
+// the page shows found in what the block printed (in any order). The blocks of one section
 // share one scratch directory: a server started in one is fetched from in the
 // next, as in two terminals.
 //
@@ -72,6 +73,8 @@ interface Background {
   process: Deno.ChildProcess;
   output(): string;
   exited?: Deno.CommandStatus;
+  /** The ports its line names. */
+  ports: number[];
   stop(): Promise<void>;
 }
 
@@ -116,7 +119,13 @@ async function runSection(group: DocBlock[]): Promise<void> {
       for (const command of commands) {
         if (block.background || BACKGROUND.test(command)) {
           await flush();
-          background.push(startBackground(command.replace(BACKGROUND, ""), scratch, env, where));
+          // As a person starts them one after another: each once the ones
+          // before it are up (HAProxy's first check must find its servers).
+          await waitForPorts(background.flatMap((job) => job.ports), background);
+          const job = startBackground(command.replace(BACKGROUND, ""), scratch, env, where);
+          job.ports = fixedPorts(block.commands[commands.indexOf(command)])
+            .map((port) => ports.get(port)!);
+          background.push(job);
         } else {
           script.push(command);
         }
@@ -187,6 +196,7 @@ function startBackground(
     where,
     process,
     output: () => text,
+    ports: [],
     async stop() {
       signalSession(process.pid, "SIGTERM");
       const late = setTimeout(() => signalSession(process.pid, "SIGKILL"), 10_000);
@@ -269,22 +279,24 @@ function normalized(line: string): string {
   return line.replace(/\b\d+(\.\d+)?s\b/g, "Ns").replace(/\b\d+ ms\b/g, "N ms").trimEnd();
 }
 
-/** Each line the page shows appears, in order, on the block's stdout or stderr. */
+/**
+ * Each line the page shows is one the block printed, on stdout or stderr,
+ * each a line of its own; in any order, since tasks that run at once (two
+ * fetches) finish in any order.
+ */
 function assertShows(
   result: { stdout: string; stderr: string },
   shown: string,
   where: string,
 ): void {
-  const streams = [result.stdout, result.stderr].map((text) => text.split("\n").map(normalized));
-  const at = [0, 0];
+  const printed = `${result.stdout}\n${result.stderr}`.split("\n").map(normalized);
   for (const line of shown.split("\n").map(normalized)) {
-    const found = streams.map((lines, i) => lines.indexOf(line, at[i]));
-    const i = found[0] >= 0 ? 0 : 1;
+    const at = printed.indexOf(line);
     assert.ok(
-      found[i] >= 0,
+      at >= 0,
       `${where}: the page shows '${line}', the block printed:\n` +
         `${result.stdout}\n--- stderr:\n${result.stderr}`,
     );
-    at[i] = found[i] + 1;
+    printed.splice(at, 1);
   }
 }
