@@ -36,7 +36,12 @@ EXPOSE 10000 9100
 ENTRYPOINT ["/bin/deno", "run", "--cached-only", "--allow-read=/app/poems,/poems,/app/lib,/app/deno.json", "--allow-net=0.0.0.0", "main.ts"]
 CMD ["--iface", "0.0.0.0", "--port", "10000", "--admin", "0.0.0.0:9100", "--log-format", "json", "/app/poems"]
 # /healthz answers 503 while draining, so an orchestrator stops sending
-# clients as soon as a stop begins.
+# clients as soon as a stop begins. The probe reads the server's (PID 1's)
+# command line and asks the address its --admin names, whatever the CMD; a
+# CMD without --admin has nothing to ask, and is healthy while it runs.
+# --allow-all: Deno lets a program read another process's /proc/PID/cmdline
+# only with it (not with --allow-read=/proc/1/cmdline); the probe reads that
+# one file and asks one URL, as the same unprivileged user.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-  CMD ["/bin/deno", "run", "--cached-only", "--allow-net=127.0.0.1:9100", "deploy/healthcheck.ts", "http://127.0.0.1:9100/healthz"]
+  CMD ["/bin/deno", "run", "--cached-only", "--allow-all", "deploy/healthcheck.ts", "1"]
 STOPSIGNAL SIGTERM

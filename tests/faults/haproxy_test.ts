@@ -1,7 +1,9 @@
 // The real thing in front: HAProxy on loopback, in TCP mode with send-proxy-v2
 // and health checks on /healthz, before two poetry processes, configured by
-// examples/haproxy.cfg, the file docs/scaling.md shows (with free ports in place of
-// its fixed ones). Clients connect from distinct 127.0.0.x source addresses so
+// examples/haproxy.cfg, the file docs/scaling.md shows, and started by the two
+// poetry commands that page shows (the same free ports in place of the fixed
+// ones in both, consecutive where the page's are; slow mode and a --deny
+// added). Clients connect from distinct 127.0.0.x source addresses so
 // the logs can show whose address poetry saw. Linux only; skipped with a
 // message where haproxy is not installed (.ci/run installs Debian's).
 
@@ -9,14 +11,16 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import {
   concat,
+  CUSTOM_SERVER,
   delay,
   findProgram,
   freePortRange,
-  makePoems,
   ROOT,
   type RunningServer,
+  serverCommand,
   startServer,
 } from "../helpers.ts";
+import { allRunnableBlocks, freePortsFor, withPorts } from "../doc_examples.ts";
 
 const linux = Deno.build.os === "linux";
 const haproxy = findProgram("haproxy", "/usr/sbin/haproxy", "/usr/local/sbin/haproxy");
@@ -28,20 +32,26 @@ if (linux && !haproxy) {
 export const HAPROXY_CFG = `${ROOT}/examples/haproxy.cfg`;
 
 /**
- * The configuration docs/scaling.md shows, with free ports: each fixed address must appear
- * exactly once outside comments, so a change there fails here rather than
- * leaving a port unreplaced.
+ * The poetry commands docs/scaling.md runs before HAProxy, with `ports`, as
+ * the command to start and its arguments (`deno` is this Deno; with
+ * `POETRY_SERVER`, that command with the same arguments).
  */
-function configWithPorts(text: string, ports: Record<string, number>): string {
-  const lines = text.split("\n");
-  for (const [fixed, port] of Object.entries(ports)) {
-    const at = lines.flatMap((line, i) =>
-      !line.trimStart().startsWith("#") && line.includes(fixed) ? [i] : []
-    );
-    assert.equal(at.length, 1, `${fixed} once in ${HAPROXY_CFG}`);
-    lines[at[0]] = lines[at[0]].replace(fixed, fixed.replace(/\d+$/, String(port)));
-  }
-  return lines.join("\n");
+function poetryCommands(ports: Map<number, number>): { command: string[]; args: string[] }[] {
+  const block = allRunnableBlocks().find((b) =>
+    b.file === "docs/scaling.md" && b.section === "HAProxy"
+  );
+  assert.ok(block, "a runnable block under HAProxy in docs/scaling.md");
+  const poetry = block.commands.filter((c) => c.startsWith("deno run ")).map((c) =>
+    withPorts(c, ports).replace(/\s*&\s*(#.*)?$/, "").split(/\s+/)
+  );
+  assert.equal(poetry.length, 2, "two poetry processes");
+  return poetry.map((words) => {
+    const main = words.indexOf("main.ts");
+    return {
+      command: CUSTOM_SERVER ? serverCommand() : [Deno.execPath(), ...words.slice(1, main + 1)],
+      args: words.slice(main + 1),
+    };
+  });
 }
 
 /** Fetches through `port` from `localAddress`; says which source port the client had. */
@@ -79,43 +89,21 @@ Deno.test({
   name: "haproxy: send-proxy-v2 to two poetry processes; clients' addresses, --deny, a drain",
   ignore: !linux || !haproxy,
   async fn() {
-    // 1000 bytes in 10 paced writes of 100 every 50 ms: half a second a
-    // fetch, so a SIGTERM finds transfers in flight.
-    const poem = new TextEncoder().encode("Through the balancer, line by line.\n".repeat(28));
-    const bytes = poem.subarray(0, 1000);
-    const poems = await makePoems({ "through.txt": bytes });
-    // Five ports in a row, below the ones the system hands out for port 0.
-    const first = freePortRange(5);
-    const [front, port1, port2, admin1, admin2] = [0, 1, 2, 3, 4].map((i) => first + i);
+    // 20 consecutive free ports: 10000-10009 and 9100-9109 of the page.
+    const ports = freePortsFor(freePortRange(20));
+    const front = ports.get(10000)!;
     const cfg = await Deno.makeTempFile({ suffix: ".cfg" });
-    const ports = {
-      "127.0.0.1:10000": front,
-      "127.0.0.1:10001": port1,
-      "127.0.0.1:10002": port2,
-      "port 9101": admin1,
-      "port 9102": admin2,
-    };
-    await Deno.writeTextFile(cfg, configWithPorts(await Deno.readTextFile(HAPROXY_CFG), ports));
+    await Deno.writeTextFile(cfg, withPorts(await Deno.readTextFile(HAPROXY_CFG), ports));
+    // The page's commands, in slow mode: 50 bytes every 50 ms, half a second
+    // a fetch of the ode, so a SIGTERM finds transfers in flight.
+    const commands = poetryCommands(ports);
+    const extra = ["--num-bytes", "50", "--delay", "0.05", "--deny", "127.0.0.66"];
     const poetry = await Promise.all(
-      [[port1, admin1], [port2, admin2]].map(([port, admin]) =>
-        startServer([
-          "--proxy-protocol",
-          "--iface",
-          "127.0.0.1",
-          "--port",
-          String(port),
-          "--admin",
-          `127.0.0.1:${admin}`,
-          "--num-bytes",
-          "100",
-          "--delay",
-          "0.05",
-          "--deny",
-          "127.0.0.66",
-          poems.path("through.txt"),
-        ])
+      commands.map(({ command, args }) =>
+        startServer([...args.slice(0, -1), ...extra, ...args.slice(-1)], { command })
       ),
     );
+    const bytes = await Deno.readFile(`${ROOT}/${commands[0].args.at(-1)}`);
     const balancer = new Deno.Command(haproxy!, {
       args: ["-f", cfg, "-db"],
       stdin: "null",
@@ -156,7 +144,7 @@ Deno.test({
         }
       }));
       const seconds = (performance.now() - started) / 1000;
-      const completed = /got 1000 of 1000 bytes .*: completed\./;
+      const completed = new RegExp(`got ${bytes.length} of ${bytes.length} bytes .*: completed\\.`);
       await waitUntil(() =>
         poetry.reduce((n, p) => n + peers(p, completed).length, 0) >= clients.length
       );
@@ -225,7 +213,6 @@ Deno.test({
       await balancer.status;
       await reading;
       await Deno.remove(cfg);
-      await poems.cleanup();
     }
   },
 });
