@@ -19,33 +19,88 @@ export class Gone extends Error {}
 
 /**
  * Bytes read from a connection and not yet consumed, with reads bounded in
- * time: the connection is closed when a deadline passes.
+ * time: when a deadline passes, `onTimeout` is told what the read was waiting
+ * for, and must end the connection (which ends the read).
  */
 export class ConnInput {
-  timedOut = false;
+  /** What the read that ran out of time was waiting for; undefined while none did. */
+  timedOut?: ReadPhase;
+  #phase: ReadPhase = "head";
   #buf = new Uint8Array(4096);
   #start = 0;
   #end = 0;
 
-  constructor(readonly conn: Deno.Conn) {}
+  /** Reads from `conn`; the default on a timeout is to close it. */
+  constructor(
+    readonly conn: Deno.Conn,
+    readonly onTimeout: (input: ConnInput) => void = () => closeQuietly(conn),
+  ) {}
 
+  /** Bytes read and not yet consumed. */
   get buffered(): number {
     return this.#end - this.#start;
   }
 
+  /** Waits up to `ms` for the first byte of another request; false when none came. */
+  next(ms: number): Promise<boolean> {
+    this.#phase = "idle";
+    return this.#fill(ms);
+  }
+
+  /** Reads until `marker` is buffered, within `max` bytes and `ms`; returns the end of the marker. */
+  async until(marker: number[], max: number, ms: number): Promise<number> {
+    this.#phase = "head";
+    const deadline = performance.now() + ms;
+    // Counted from #start, which moves when the buffer is compacted.
+    for (let searched = 0;;) {
+      const from = this.#start + Math.max(0, searched - marker.length + 1);
+      const found = indexOf(this.#buf, marker, from, this.#end);
+      if (found >= 0) {
+        const length = found + marker.length - this.#start;
+        if (length > max) break;
+        return length;
+      }
+      if (this.buffered >= max) break;
+      searched = this.buffered;
+      if (!(await this.#fill(Math.max(0, deadline - performance.now())))) throw new Gone();
+    }
+    throw new BadRequest(431, `a request head of at most ${max} bytes`);
+  }
+
+  /** Reads `length` bytes within `ms` and consumes them. */
+  async exactly(length: number, ms: number): Promise<Uint8Array<ArrayBuffer>> {
+    this.#phase = "body";
+    const deadline = performance.now() + ms;
+    while (this.buffered < length) {
+      if (!(await this.#fill(Math.max(0, deadline - performance.now())))) throw new Gone();
+    }
+    return this.take(length).slice();
+  }
+
+  /** Consumes `length` buffered bytes. */
+  take(length: number): Uint8Array {
+    const bytes = this.#buf.subarray(this.#start, this.#start + length);
+    this.#start += length;
+    return bytes;
+  }
+
   /** Reads once more; false at the end of the stream or when `ms` pass first. */
-  async fill(ms: number): Promise<boolean> {
-    if (this.#start > 0 && this.#start === this.#end) this.#start = this.#end = 0;
-    if (this.#end === this.#buf.length) {
-      const grown = new Uint8Array(this.#buf.length * 2);
-      grown.set(this.#buf.subarray(this.#start, this.#end));
+  async #fill(ms: number): Promise<boolean> {
+    // Unread bytes go to the front first: the buffer grows only when they
+    // fill it, so it stays within about twice the largest request allowed.
+    if (this.#start > 0) {
+      this.#buf.copyWithin(0, this.#start, this.#end);
       this.#end -= this.#start;
       this.#start = 0;
+    }
+    if (this.#end === this.#buf.length) {
+      const grown = new Uint8Array(this.#buf.length * 2);
+      grown.set(this.#buf.subarray(0, this.#end));
       this.#buf = grown;
     }
     const timer = setTimeout(() => {
-      this.timedOut = true;
-      closeQuietly(this.conn);
+      this.timedOut = this.#phase;
+      this.onTimeout(this);
     }, ms);
     try {
       const n = await this.conn.read(this.#buf.subarray(this.#end));
@@ -58,37 +113,13 @@ export class ConnInput {
       clearTimeout(timer);
     }
   }
-
-  /** Reads until `marker` is buffered, within `max` bytes and `ms`; returns the end of the marker. */
-  async until(marker: number[], max: number, ms: number): Promise<number> {
-    const deadline = performance.now() + ms;
-    for (let searched = this.#start;;) {
-      const found = indexOf(this.#buf, marker, Math.max(searched, this.#start), this.#end);
-      if (found >= 0 && found + marker.length - this.#start <= max) {
-        return found + marker.length - this.#start;
-      }
-      if (this.buffered >= max) throw new BadRequest(431, `a request head of at most ${max} bytes`);
-      searched = Math.max(this.#start, this.#end - marker.length + 1);
-      if (!(await this.fill(Math.max(0, deadline - performance.now())))) throw new Gone();
-    }
-  }
-
-  /** Reads `length` bytes within `ms` and consumes them. */
-  async exactly(length: number, ms: number): Promise<Uint8Array<ArrayBuffer>> {
-    const deadline = performance.now() + ms;
-    while (this.buffered < length) {
-      if (!(await this.fill(Math.max(0, deadline - performance.now())))) throw new Gone();
-    }
-    return this.take(length).slice();
-  }
-
-  /** Consumes `length` buffered bytes. */
-  take(length: number): Uint8Array {
-    const bytes = this.#buf.subarray(this.#start, this.#start + length);
-    this.#start += length;
-    return bytes;
-  }
 }
+
+/**
+ * What a read waits for: the first byte of a kept-alive connection's next
+ * request, the rest of a request head, or a body.
+ */
+export type ReadPhase = "idle" | "head" | "body";
 
 function indexOf(buf: Uint8Array, marker: number[], from: number, to: number): number {
   outer: for (let i = from; i + marker.length <= to; i++) {
@@ -111,6 +142,12 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // client of this endpoint needs.
 const FIELD_VALUE = /^[\t\x20-\x7e]*$/;
 
+/**
+ * The methods a request may have (method names are case-sensitive); the rest,
+ * CONNECT and TRACE among them, are a 501. `new Request` would throw on some.
+ */
+const METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
+
 /** Parses a request head (RFC 9112), strictly: anything unusual is a 400. */
 export function parseHead(bytes: Uint8Array): Head {
   // latin1: every byte maps to one character, so nothing is hidden by decoding.
@@ -129,6 +166,7 @@ export function parseHead(bytes: Uint8Array): Head {
   if (!target.startsWith("/") || !/^[\x21-\x7e]+$/.test(target)) {
     throw new BadRequest(400, "the request target must be a path");
   }
+  if (!METHODS.has(method)) throw new BadRequest(501, `method ${method} not implemented`);
   const headers = new Headers();
   for (const line of lines.slice(1)) {
     const colon = line.indexOf(":");

@@ -232,7 +232,8 @@ export class HttpServer {
         this.#refuseOverCap(conn);
         continue;
       }
-      this.#atCapLogged = false;
+      // Logged again once the flood is over, not at every connection let in under the cap.
+      if (this.#open.size < this.#limits.maxConnections / 2) this.#atCapLogged = false;
       const state = { busy: false };
       this.#open.set(conn, state);
       this.#connection(conn, state).finally(() => {
@@ -259,7 +260,24 @@ export class HttpServer {
   /** Reads requests and writes answers, one at a time, until either side ends. */
   async #connection(conn: Deno.Conn, state: { busy: boolean }): Promise<void> {
     const peer = conn.remoteAddr as Deno.NetAddr;
-    const input = new ConnInput(conn);
+    let timedOut: Promise<void> | undefined;
+    const input = new ConnInput(conn, () => {
+      timedOut = this.#timedOut(conn, peer, input);
+    });
+    try {
+      await this.#requests(conn, peer, input, state);
+    } finally {
+      // A 408 being written must go out before the connection is closed.
+      await timedOut;
+    }
+  }
+
+  async #requests(
+    conn: Deno.Conn,
+    peer: Deno.NetAddr,
+    input: ConnInput,
+    state: { busy: boolean },
+  ): Promise<void> {
     for (let first = true; !this.#closing.signal.aborted; first = false) {
       let request: Request;
       let keepAlive: boolean;
@@ -271,9 +289,6 @@ export class HttpServer {
         if (err instanceof BadRequest) {
           this.#reject(peer, err);
           await this.#write(conn, errorBytes(err.status, `${err.message}\n`));
-        } else if (input.timedOut && input.buffered > 0) {
-          this.#reject(peer, new BadRequest(408, "header timeout"));
-          await this.#write(conn, errorBytes(408, "request timeout\n"));
         }
         return;
       }
@@ -304,7 +319,7 @@ export class HttpServer {
     const limits = this.#limits;
     // A kept-alive connection may idle; once a byte arrives, the head must follow.
     if (!first && input.buffered === 0) {
-      if (!(await input.fill(limits.idleTimeout * 1000))) throw new Gone();
+      if (!(await input.next(limits.idleTimeout * 1000))) throw new Gone();
     }
     state.busy = true;
     const end = await input.until(
@@ -320,11 +335,17 @@ export class HttpServer {
     }
     const body = length > 0 ? await input.exactly(length, limits.bodyTimeout * 1000) : null;
     const url = `http://${host}${head.target}`;
-    const request = new Request(url, {
-      method: head.method,
-      headers: head.headers,
-      body: head.method === "GET" || head.method === "HEAD" ? null : body,
-    });
+    let request: Request;
+    try {
+      request = new Request(url, {
+        method: head.method,
+        headers: head.headers,
+        body: head.method === "GET" || head.method === "HEAD" ? null : body,
+      });
+    } catch {
+      // The parser let through something fetch's Request refuses: still a bad request.
+      throw new BadRequest(400, "malformed request");
+    }
     const connection = head.headers.get("connection")?.toLowerCase() ?? "";
     const keepAlive = head.version === "1.1" && !/\bclose\b/.test(connection);
     return { request, keepAlive };
@@ -355,6 +376,28 @@ export class HttpServer {
       );
     }
     return hosts;
+  }
+
+  /**
+   * A read ran out of time: a request begun and not finished is answered
+   * 408 (a write of its own, bounded) and recorded; an idle connection, or
+   * one that never sent a byte, is just closed.
+   */
+  async #timedOut(conn: Deno.Conn, peer: Deno.NetAddr, input: ConnInput): Promise<void> {
+    if (input.timedOut === "idle" || (input.timedOut === "head" && input.buffered === 0)) {
+      return closeQuietly(conn);
+    }
+    const what = input.timedOut === "head" ? "header" : input.timedOut;
+    this.#reject(peer, new BadRequest(408, `${what} timeout`));
+    const stop = setTimeout(() => closeQuietly(conn), 1000);
+    try {
+      await conn.write(errorBytes(408, "request timeout\n"));
+    } catch {
+      // Gone meanwhile.
+    } finally {
+      clearTimeout(stop);
+      closeQuietly(conn);
+    }
   }
 
   #reject(peer: Deno.NetAddr, err: BadRequest): void {

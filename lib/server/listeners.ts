@@ -17,7 +17,7 @@ import { type Pace, PaceWheel } from "../core/pace.ts";
 import type { Poem } from "../core/poem.ts";
 import { FaultFactory, ListenerFaults } from "../fixture/fault_plan.ts";
 import { type Fault, parseFault } from "../fixture/fault_spec.ts";
-import { AccessFactory, type AccessList } from "../policies/access.ts";
+import { AccessFactory, AccessList } from "../policies/access.ts";
 import { ProxyHeaderFactory } from "../policies/proxied.ts";
 
 const log = getLogger(["poetry", "server"]);
@@ -42,6 +42,23 @@ export interface ListenerState {
   options: ListenerOptions;
   /** Listens through node:net, so it can reset. */
   resettable?: boolean;
+  /** The allow and deny lists it was given, as a reconfigure compares them. */
+  accessText?: string;
+}
+
+/**
+ * A listener's allow and deny lists: its own when it has either, else the
+ * server's; and their text, to tell when a reconfigure changes them.
+ */
+export function accessFor(
+  own: { allow?: string[]; deny?: string[] },
+  server: { allow?: string[]; deny?: string[] },
+): { access?: AccessList; text: string } {
+  const lists = own.allow || own.deny
+    ? { allow: own.allow, deny: own.deny }
+    : { allow: server.allow, deny: server.deny };
+  const access = lists.allow || lists.deny ? new AccessList(lists) : undefined;
+  return { access, text: JSON.stringify([lists.allow ?? [], lists.deny ?? []]) };
 }
 
 /** Sets a listener's pace (sharing one wheel per delay) and faults. */

@@ -14,9 +14,9 @@ import type { PaceWheel } from "../core/pace.ts";
 import { loadPoems, Poem } from "../core/poem.ts";
 import { randomSeed } from "../fixture/fault_spec.ts";
 import { ResettableListener } from "../fixture/reset_listener.ts";
-import { AccessList } from "../policies/access.ts";
 import { SharedCap } from "../policies/shared_cap.ts";
 import {
+  accessFor,
   applyPaceAndFaults,
   factoryFor,
   faultSpecs,
@@ -163,7 +163,6 @@ export class PoetryServer {
       caps ? new SharedCap(max, caps, index) : new ConnectionCap(max);
     const serverCap = options.maxConnections ? capFor(options.maxConnections, 0) : undefined;
     const seed = options.seed ?? randomSeed();
-    const sharedAccess = options.allow || options.deny ? new AccessList(options) : undefined;
     const states: ListenerState[] = [
       ...poems.map((poem, i): ListenerSettings => ({
         poem,
@@ -178,6 +177,7 @@ export class PoetryServer {
         );
       }
       const cap = own.maxConnections;
+      const access = accessFor(own, options);
       const state: ListenerState = {
         poem: own.poem,
         iface: own.iface ?? iface,
@@ -185,14 +185,13 @@ export class PoetryServer {
         // a worker binds the port the main thread got (options.ports).
         port: own.port ?? 0,
         seed: (seed + Math.imul(index, 0x9e3779b9)) >>> 0,
+        accessText: access.text,
         runSeed: seed,
         options: {
           writeTimeout: options.writeTimeout,
           proxyProtocol: options.proxyProtocol,
           observer: options.observer,
-          access: own.allow || own.deny
-            ? new AccessList({ allow: own.allow, deny: own.deny })
-            : sharedAccess,
+          access: access.access,
           cap: cap
             ? (serverCap
               ? new NestedCap(capFor(cap, 1 + index), serverCap)
@@ -306,9 +305,12 @@ export class PoetryServer {
           throw new UsageError("reset-after needs a restart: this listener was started without it");
         }
         const after = next.options.faults?.faults.map((f) => f.label + f.probability).join();
+        const access = accessFor(own, defaults);
+        next.options.access = access.access;
+        const accessChanged = access.text !== state.accessText;
         if (
           before === after && next.pace?.delay === pace?.delay &&
-          next.pace?.numBytes === pace?.numBytes
+          next.pace?.numBytes === pace?.numBytes && !accessChanged
         ) {
           continue;
         }
@@ -319,6 +321,14 @@ export class PoetryServer {
         state.pace = next.pace;
         changed++;
         logFaults(this.listeners[i], state, "Reconfigured");
+        if (accessChanged) {
+          state.accessText = access.text;
+          log.info("Reconfigured {address}: --allow {allow}, --deny {deny}.", {
+            address: formatAddress(this.listeners[i].addr),
+            allow: JSON.parse(access.text)[0].join(" ") || "(everyone)",
+            deny: JSON.parse(access.text)[1].join(" ") || "(no one)",
+          });
+        }
       } catch (err) {
         log.error("Listener {index} ({address}) keeps its settings: {error}", {
           index: i,
