@@ -4,7 +4,7 @@
 // The real programs as subprocesses, over real TCP on loopback.
 
 import assert from "node:assert/strict";
-import { makePoems, ROOT } from "../helpers.ts";
+import { fetchBytes, makePoems, ROOT, runServer, startServer } from "../helpers.ts";
 
 const POEM = "Roses are red,\nsockets are blue.\n";
 const poems = await makePoems({ "p.txt": POEM });
@@ -61,6 +61,79 @@ Deno.test("deno task bench --help prints the usage and exits 0; a bad option is 
   );
   assertUsageError(await runDeno(["task", "bench", "--repeat", "0"]), /--repeat must be .*'0'/);
   assertUsageError(await runDeno(["task", "bench", "extra"]), /unexpected argument 'extra'/);
+});
+
+Deno.test("--num-bytes without --delay is bad input, not a silent fast mode", async () => {
+  assertUsageError(
+    await runServer(["--num-bytes", "30", poems.path("p.txt")]),
+    /^error: --num-bytes 30 needs --delay/,
+    /add --delay SECONDS/,
+  );
+  // With a delay it is slow mode, as ever; --delay 0 says fast mode outright.
+  const server = await startServer([
+    "--iface",
+    "127.0.0.1",
+    "--delay",
+    "0",
+    "--num-bytes",
+    "30",
+    poems.path("p.txt"),
+  ]);
+  try {
+    assert.equal(new TextDecoder().decode(await fetchBytes(server.addresses[0])), POEM);
+  } finally {
+    await server.stop();
+  }
+});
+
+Deno.test("a --config listener with num-bytes and no delay anywhere is bad input naming the file", async () => {
+  const dir = await makePoems({
+    "p.txt": POEM,
+    "c.jsonc": `{ "listeners": [{ "poem": "p.txt", "port": 0, "num-bytes": 30 }] }`,
+  });
+  try {
+    assertUsageError(
+      await runServer(["--iface", "127.0.0.1", "--config", dir.path("c.jsonc")]),
+      /c\.jsonc: listeners\[0\] \(.*p\.txt\) has num-bytes but no delay/,
+      /add "delay"/,
+    );
+  } finally {
+    await dir.cleanup();
+  }
+});
+
+Deno.test("an unknown option that is a typo of a known one gets 'did you mean'", async () => {
+  assertUsageError(
+    await runServer(["--prot", "10000", poems.path("p.txt")]),
+    /^error: unknown option --prot$/,
+    /^ {2}did you mean --port\? \(run with --help to see the options\)$/,
+  );
+  assertUsageError(
+    await runServer(["--max-conections", "5", poems.path("p.txt")]),
+    /unknown option --max-conections/,
+    /did you mean --max-connections\?/,
+  );
+  // Nothing close: no guess.
+  const far = await runServer(["--colour", poems.path("p.txt")]);
+  assertUsageError(far, /unknown option --colour/, /^ {2}run with --help to see the options$/);
+});
+
+Deno.test("deno task get: --verbos says what is wrong and what was meant; --help exits 0", async () => {
+  for (const args of [["--verbos"], ["--verbos", "10000"]]) {
+    assertUsageError(
+      await runDeno(["task", "get", ...args]),
+      /^error: unknown option --verbos$/,
+      /did you mean --verbose\?/,
+    );
+  }
+  assertUsageError(
+    await runDeno(["task", "get"]),
+    /^error: no server given$/,
+    /deno task get 10000/,
+  );
+  const help = await runDeno(["task", "get", "--help"]);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^usage: deno task get/);
 });
 
 Deno.test("cleanup: fixtures", async () => {
