@@ -136,6 +136,53 @@ Deno.test("deno task get: --verbos says what is wrong and what was meant; --help
   assert.match(help.stdout, /^usage: deno task get/);
 });
 
+Deno.test("start-up errors under --log-format json are one JSON record, with the same exit codes", async () => {
+  for (
+    const [args, code, message] of [
+      [["--log-format", "json", "--port", "70000", poems.path("p.txt")], 2, /--port must be/],
+      [["--port", "70000", "--log-format=json", poems.path("p.txt")], 2, /--port must be/],
+      [["--log-format", "json", "--prot", "1", poems.path("p.txt")], 2, /unknown option --prot/],
+      [["--log-format", "json", "no-such-poem.txt"], 2, /poem not found/],
+    ] as [string[], number, RegExp][]
+  ) {
+    const result = await runServer(args);
+    assert.equal(result.code, code, result.stderr);
+    const lines = result.stderr.trimEnd().split("\n");
+    assert.equal(lines.length, 1, `one line, got:\n${result.stderr}`);
+    const record = JSON.parse(lines[0]);
+    assert.equal(record.level, "ERROR");
+    assert.equal(record.logger, "poetry");
+    assert.match(record.message, /^error: /);
+    assert.match(record.message, message);
+    assert.equal(record.exitCode, code);
+    assert.ok(!Number.isNaN(Date.parse(record["@timestamp"])));
+  }
+  // A run-time failure: the port is taken.
+  const holder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const taken = (holder.addr as Deno.NetAddr).port;
+    const result = await runServer([
+      "--log-format",
+      "json",
+      "--iface",
+      "127.0.0.1",
+      "--port",
+      String(taken),
+      poems.path("p.txt"),
+    ]);
+    assert.equal(result.code, 1, result.stderr);
+    const records = result.stderr.trimEnd().split("\n").map((line) => JSON.parse(line));
+    const last = records.at(-1);
+    assert.equal(last.level, "ERROR");
+    assert.match(last.message, /^error: .*in use/);
+    assert.equal(last.exitCode, 1);
+  } finally {
+    holder.close();
+  }
+  // Text stays text.
+  assertUsageError(await runServer(["--port", "70000", poems.path("p.txt")]), /--port must be/);
+});
+
 Deno.test("cleanup: fixtures", async () => {
   await poems.cleanup();
 });
