@@ -124,10 +124,13 @@ export function holdStopSignals(): HeldSignals {
   // As once serving: another stop a second or more after the first is
   // "stop at once", not one more to hold.
   let first: number | undefined;
+  let exiting = false;
   return holdSignals(["SIGINT", "SIGTERM"], () => {
     const now = performance.now();
     if (first === undefined) first = now;
-    else if (now - first >= SAME_STOP_MS) {
+    else if (now - first >= SAME_STOP_MS && !exiting) {
+      // The second Ctrl-C arrives twice too (see SAME_STOP_MS): say it once.
+      exiting = true;
       log.warning("Second signal while starting: exiting without waiting.");
       flushLogs(300).finally(() => Deno.exit(1));
     }
@@ -185,10 +188,12 @@ export function runAsService(
   const { promise, resolve, reject } = Promise.withResolvers<ShutdownSummary>();
   let firstStop: number | undefined;
   let drained = false;
+  let exiting = false;
   const onStop = (signal: Deno.Signal) => {
     // Drained: the process is on its way out with its summary, and a signal
-    // now must neither kill it (exit 143) nor change its exit code.
-    if (drained) return;
+    // now must neither kill it (exit 143) nor change its exit code. Exiting:
+    // the second Ctrl-C's own copy (see SAME_STOP_MS) has nothing to add.
+    if (drained || exiting) return;
     const now = performance.now();
     if (firstStop === undefined) {
       firstStop = now;
@@ -200,6 +205,7 @@ export function runAsService(
         ms: Math.round(now - firstStop),
       });
     } else {
+      exiting = true;
       log.warning("Second signal: exiting without waiting for transfers.");
       // The records queued so far (and this one) go out first, unless stderr
       // is stuck: the wait is bounded, since this exit is meant to be now.

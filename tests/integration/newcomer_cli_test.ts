@@ -4,8 +4,9 @@
 // The real programs as subprocesses, over real TCP on loopback.
 
 import assert from "node:assert/strict";
-import { fetchBytes, makePoems, ROOT, runServer, startServer } from "../helpers.ts";
+import { delay, fetchBytes, makePoems, ROOT, runServer, startServer } from "../helpers.ts";
 
+const posix = Deno.build.os !== "windows";
 const POEM = "Roses are red,\nsockets are blue.\n";
 const poems = await makePoems({ "p.txt": POEM });
 
@@ -181,6 +182,97 @@ Deno.test("start-up errors under --log-format json are one JSON record, with the
   }
   // Text stays text.
   assertUsageError(await runServer(["--port", "70000", poems.path("p.txt")]), /--port must be/);
+});
+
+/**
+ * `deno task start` as a terminal runs it: in a process group of its own
+ * (`setsid`), so that a Ctrl-C, sent to the whole group, reaches the task
+ * runner and the server both, and the runner forwards its copy.
+ */
+async function startTaskInGroup(dir: string, serverArgs: string[]) {
+  const task = [
+    Deno.execPath(),
+    "run",
+    "--allow-net=127.0.0.1",
+    "--allow-read",
+    `${ROOT.replace(/\/$/, "")}/main.ts`,
+  ]
+    .concat(serverArgs).map((arg) => `'${arg}'`).join(" ");
+  await Deno.writeTextFile(`${dir}/deno.json`, JSON.stringify({ tasks: { start: task } }));
+  const process = new Deno.Command("setsid", {
+    args: [Deno.execPath(), "task", "start"],
+    cwd: dir,
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const kill = setTimeout(() => process.kill("SIGKILL"), 30_000);
+  let stderr = "";
+  const stderrDone = (async () => {
+    for await (const text of process.stderr.pipeThrough(new TextDecoderStream())) stderr += text;
+  })();
+  const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let stdout = "";
+  while (!/Serving .* on .*\.\n/.test(stdout)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`the task exited before serving:\n${stderr}`);
+    stdout += value;
+  }
+  const port = Number(/:(\d+)\.\n/.exec(stdout)![1]);
+  return {
+    port,
+    stderr: () => stderr,
+    /** A Ctrl-C: SIGINT to the whole process group. */
+    ctrlC: () => Deno.kill(-process.pid, "SIGINT"),
+    async status() {
+      const status = await process.status;
+      clearTimeout(kill);
+      await stderrDone;
+      reader.releaseLock();
+      await process.stdout.cancel().catch(() => {});
+      return status;
+    },
+  };
+}
+
+const hasSetsid = posix &&
+  await new Deno.Command("setsid", { args: ["--version"], stdout: "null", stderr: "null" })
+    .output().then((o) => o.success, () => false);
+
+Deno.test({
+  name: "deno task start: one Ctrl-C drains and exits 0; a second one logs 'Second signal' once",
+  ignore: !hasSetsid,
+  async fn() {
+    const dir = await makePoems({ "p.txt": POEM });
+    try {
+      const slow = ["--iface", "127.0.0.1", "--num-bytes", "1", "--delay", "0.5", "p.txt"];
+      // One Ctrl-C while a client reads: the drain waits for it, then exit 0.
+      const once = await startTaskInGroup(dir.dir, [...slow, "--drain-timeout", "1"]);
+      const client = await Deno.connect({ hostname: "127.0.0.1", port: once.port });
+      await client.read(new Uint8Array(1));
+      once.ctrlC();
+      assert.equal((await once.status()).code, 0, once.stderr());
+      assert.match(once.stderr(), /Shut down:/);
+      client.close();
+
+      // A second Ctrl-C, well after the first: its two copies, one exit.
+      const twice = await startTaskInGroup(dir.dir, slow);
+      const reader = await Deno.connect({ hostname: "127.0.0.1", port: twice.port });
+      await reader.read(new Uint8Array(1));
+      twice.ctrlC();
+      const deadline = Date.now() + 10_000;
+      while (!/draining/.test(twice.stderr()) && Date.now() < deadline) await delay(20);
+      await delay(1300);
+      twice.ctrlC();
+      assert.equal((await twice.status()).code, 1, twice.stderr());
+      const lines = twice.stderr().split("\n").filter((line) => /Second signal/.test(line));
+      assert.equal(lines.length, 1, twice.stderr());
+      reader.close();
+    } finally {
+      await dir.cleanup();
+    }
+  },
 });
 
 Deno.test("cleanup: fixtures", async () => {
