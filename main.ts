@@ -39,7 +39,7 @@ async function main(args: string[]): Promise<number> {
   // The samples sit beside this file: in the repository, or embedded in a
   // compiled binary with `deno compile --include poems`.
   const samples = cli.samples ? [`${import.meta.dirname}/poems`] : [];
-  // Bytes sent are counted always (SIGUSR1 reports them); durations and
+  // Bytes sent are counted always (SIGUSR2 reports them); durations and
   // start times only for the admin endpoint.
   const stats = new ServerStats();
   const metrics = cli.admin ? new PoetryMetrics(stats) : undefined;

@@ -100,7 +100,7 @@ Options:
   --admin-name NAME     a host name the admin endpoint answers to besides its
                         address, IP literals and localhost (repeatable)
   --stats-interval SECS write a stats record to the log this often; 0 is off
-                        (default: 0; SIGUSR1 writes one at any time)
+                        (default: 0; SIGUSR2 writes one at any time)
   --log-level LEVEL     debug, info, warning or error (default: info)
   --log-format FORMAT   text or json, one record per line (default: text)
   --workers N           serve with N threads, each accepting on every port

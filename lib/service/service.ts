@@ -11,6 +11,7 @@ import type { Poem } from "../core/poem.ts";
 import type { PoemListener } from "../core/listener.ts";
 import type { ShutdownSummary } from "../server/summary.ts";
 import { logStats, ServerStats, type StatsSnapshot } from "../observe/stats.ts";
+import * as inspector from "node:inspector";
 import { watchPoems } from "./watch.ts";
 
 const log = getLogger(["poetry", "service"]);
@@ -28,7 +29,7 @@ export interface ServiceOptions {
   /** Re-read a poem when its file changes. @default {false} */
   watch?: boolean;
   /**
-   * The totals for the stats record that SIGUSR1 (Unix) and `statsInterval`
+   * The totals for the stats record that SIGUSR2 (Unix) and `statsInterval`
    * write; give the server's observer. Without it the record's bytes sent
    * count only the transfers in flight.
    */
@@ -157,6 +158,32 @@ function holdSignals(signals: Deno.Signal[], onEach?: () => void): HeldSignals {
 }
 
 /**
+ * Since Deno 2.9.2 (denoland/deno#35738), `deno run` answers SIGUSR1 as Node
+ * does: it opens the V8 inspector on 127.0.0.1:9229, without authentication,
+ * so any local user could connect and run code as the server. Nothing turns
+ * that handler off, but `node:inspector`'s `close()` (no permission needed)
+ * stops the inspector server and resets its connections. Deno's handler and
+ * ours wake on the same signal in either order, so close now and then again,
+ * more and more sparsely, until Deno's has surely run: the inspector stays
+ * open a millisecond or two. A compiled binary installs no such handler
+ * (close() is then a no-op). docs/observing.md says this for operators.
+ */
+async function shutInspector(): Promise<void> {
+  inspector.close();
+  for (const ms of INSPECTOR_CLOSE_AFTER_MS) {
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    inspector.close();
+  }
+  log.warning(
+    "Got SIGUSR1, on which Deno opens its V8 inspector on 127.0.0.1:9229 for any local user " +
+      "to run code as this server: closed it, if open. Send SIGUSR2 for the stats record instead.",
+  );
+}
+
+/** The pauses between {@linkcode shutInspector}'s closes: 256 ms in all. */
+const INSPECTOR_CLOSE_AFTER_MS = [0, 1, 1, 2, 4, 8, 16, 32, 64, 128];
+
+/**
  * A stop signal sooner than this after the first is the same Ctrl-C: under
  * `deno task` the terminal sends SIGINT to the whole process group and the
  * task runner forwards its own copy, so one key press arrives twice.
@@ -167,8 +194,9 @@ const SAME_STOP_MS = 1000;
  * Serves until SIGINT or SIGTERM (SIGINT or SIGBREAK on Windows), then drains
  * and resolves with the summary. Another stop signal a second or more after
  * the first exits at once, with code 1; one sooner is taken as the same
- * Ctrl-C. SIGHUP re-reads every poem. SIGUSR2 (and SIGUSR1) writes a stats record to the
- * log, and so does every `statsInterval` seconds.
+ * Ctrl-C. SIGHUP re-reads every poem. SIGUSR2 writes a stats record to the
+ * log, and so does every `statsInterval` seconds; SIGUSR1 does too, and
+ * closes the V8 inspector that Deno opens on it.
  *
  * @example
  * ```ts
@@ -218,19 +246,22 @@ export function runAsService(
     server.reload();
   };
   if (!windows) Deno.addSignalListener("SIGHUP", reload);
-  // SIGUSR1's default action ends the process: endlessh's users expect it
-  // to print totals instead, and so does this. Deno 2.9.2 and later also
-  // open the V8 inspector on 127.0.0.1:9229 at SIGUSR1, which nothing can
-  // turn off (denoland/deno#35738), so SIGUSR2 writes the same record
-  // without that; docs/observing.md says to prefer it.
+  // SIGUSR2 writes a stats record. So does SIGUSR1, whose default action
+  // would end the process (endlessh's users expect totals from it), but on
+  // it Deno 2.9.2+ also opens the V8 inspector; see shutInspector.
   const stats = options.stats ?? new ServerStats();
   const writeStats = async () => {
     if (drained) return;
     const snapshot = server.snapshot ? await server.snapshot() : stats.snapshot(server);
     if (!drained) logStats(snapshot);
   };
-  const statsSignals: Deno.Signal[] = windows ? [] : ["SIGUSR1", "SIGUSR2"];
-  for (const signal of statsSignals) Deno.addSignalListener(signal, writeStats);
+  if (!windows) {
+    Deno.addSignalListener("SIGUSR2", writeStats);
+    Deno.addSignalListener("SIGUSR1", () => {
+      shutInspector();
+      writeStats();
+    });
+  }
   const interval = options.statsInterval
     ? setInterval(writeStats, options.statsInterval * 1000)
     : undefined;
@@ -249,6 +280,7 @@ export function runAsService(
     });
     if (signal === "SIGHUP") reload();
     else writeStats();
+    if (signal === "SIGUSR1") shutInspector();
   }
   // Whatever goes wrong inside one transfer must not end the server.
   globalThis.addEventListener("unhandledrejection", (event) => {

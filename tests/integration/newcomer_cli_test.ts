@@ -4,7 +4,15 @@
 // The real programs as subprocesses, over real TCP on loopback.
 
 import assert from "node:assert/strict";
-import { delay, fetchBytes, makePoems, ROOT, runServer, startServer } from "../helpers.ts";
+import {
+  CUSTOM_SERVER,
+  delay,
+  fetchBytes,
+  makePoems,
+  ROOT,
+  runServer,
+  startServer,
+} from "../helpers.ts";
 
 const posix = Deno.build.os !== "windows";
 const POEM = "Roses are red,\nsockets are blue.\n";
@@ -47,6 +55,94 @@ function assertUsageError(
   if (lines[1] !== undefined) assert.match(lines[1], /^ {2}\S/);
   assert.doesNotMatch(result.stderr, /^\s+at /m, "no stack trace");
 }
+
+/** Whether something accepts connections on 127.0.0.1:`port` now. */
+async function listening(port: number): Promise<boolean> {
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    conn.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** What the V8 inspector's HTTP side answers to `GET /json/list`, if anything. */
+async function inspectorList(port: number): Promise<string | undefined> {
+  let conn: Deno.TcpConn | undefined;
+  try {
+    conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(
+      new TextEncoder().encode(
+        `GET /json/list HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`,
+      ),
+    );
+    const buffer = new Uint8Array(64 * 1024);
+    let text = "";
+    const deadline = Date.now() + 3000;
+    while (Date.now() < deadline) {
+      const n = await Promise.race([conn.read(buffer), delay(500).then(() => null)]);
+      if (n === null) break;
+      text += new TextDecoder().decode(buffer.subarray(0, n));
+    }
+    return text;
+  } catch {
+    return undefined;
+  } finally {
+    try {
+      conn?.close();
+    } catch {
+      // Closed by the peer already.
+    }
+  }
+}
+
+const INSPECTOR_PORT = 9229;
+
+Deno.test({
+  name: "SIGUSR1: the V8 inspector Deno opens on 127.0.0.1:9229 is shut, and a warning says so",
+  ignore: !posix,
+  async fn() {
+    // 9229 is machine-wide: a debugger or another test's process may hold it.
+    if (await listening(INSPECTOR_PORT)) {
+      console.log(`  skipped: something already listens on 127.0.0.1:${INSPECTOR_PORT}`);
+      return;
+    }
+    // `deno task start`'s permissions: nothing here may need more.
+    const server = await startServer(["--iface", "127.0.0.1", poems.path("p.txt")], {
+      command: CUSTOM_SERVER ? undefined : [
+        Deno.execPath(),
+        "run",
+        "--allow-net=127.0.0.1",
+        `--allow-read=${poems.dir}`,
+        "main.ts",
+      ],
+    });
+    try {
+      // Deno installs its SIGUSR1 handler 500 ms after start-up.
+      await delay(700);
+      server.process.kill("SIGUSR1");
+      await server.waitForStderr(/Stats: 0 completed/);
+      const warning = /Got SIGUSR1.*127\.0\.0\.1:9229.*closed it, if open\. Send SIGUSR2/;
+      await server.waitForStderr(warning).catch(() => {});
+      for (let i = 0; i < 10; i++) {
+        const answer = await inspectorList(INSPECTOR_PORT);
+        assert.equal(answer, undefined, `the inspector answered:\n${answer}`);
+        await delay(100);
+      }
+      assert.match(server.stderr(), warning);
+      if (!CUSTOM_SERVER) {
+        // The hole was there: Deno did open it (a compiled binary does not).
+        assert.match(server.stderr(), /Debugger listening on ws:\/\/127\.0\.0\.1:9229\//);
+      }
+      // And the server goes on serving.
+      assert.equal(new TextDecoder().decode(await fetchBytes(server.addresses[0])), POEM);
+      assert.equal((await server.stop()).code, 0);
+    } finally {
+      await server.stop();
+    }
+  },
+});
 
 Deno.test("deno task bench --help prints the usage and exits 0; a bad option is one line, exit 2", async () => {
   const help = await runDeno(["task", "bench", "--help"]);
