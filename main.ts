@@ -42,7 +42,7 @@ async function main(args: string[]): Promise<number> {
   // The samples sit beside this file: in the repository, or embedded in a
   // compiled binary with `deno compile --include poems`.
   const samples = cli.samples ? [`${import.meta.dirname}/poems`] : [];
-  // Bytes sent are counted always (SIGUSR1 reports them); durations and
+  // Bytes sent are counted always (SIGUSR2 reports them); durations and
   // start times only for the admin endpoint.
   const stats = new ServerStats();
   const metrics = cli.admin ? new PoetryMetrics(stats) : undefined;
@@ -125,6 +125,19 @@ async function main(args: string[]): Promise<number> {
   return 0;
 }
 
+/**
+ * The `--log-format` asked for, read from the arguments themselves: the
+ * error may be that the rest of the command line does not parse.
+ */
+function logFormatIn(args: string[]): string | undefined {
+  let format: string | undefined;
+  for (let i = 0; i < args.length && args[i] !== "--"; i++) {
+    if (args[i] === "--log-format") format = args[++i];
+    else if (args[i].startsWith("--log-format=")) format = args[i].slice("--log-format=".length);
+  }
+  return format;
+}
+
 // Long enough to write a full log buffer to a working stderr; a stuck one
 // must not keep the process from exiting.
 const LOG_FLUSH_MS = 2000;
@@ -138,10 +151,25 @@ if (import.meta.main) {
     // Records logged before the failure go out before the error line.
     await flushLogs(LOG_FLUSH_MS);
     // Bad input and start-up failures are one or two plain lines, not a
-    // trace; a file name in them cannot add a line.
+    // trace; a file name in them cannot add a line. Under --log-format json,
+    // one record shaped as the log's, for the collector that reads the rest.
     const known = err instanceof PoetryError;
-    console.error(`error: ${escapeControl(err instanceof Error ? err.message : String(err))}`);
-    if (known && err.hint) console.error(`  ${escapeControl(err.hint)}`);
-    Deno.exit(known ? err.exitCode : EXIT_RUNTIME);
+    const message = err instanceof Error ? err.message : String(err);
+    const hint = known ? err.hint : undefined;
+    const exitCode = known ? err.exitCode : EXIT_RUNTIME;
+    if (logFormatIn(Deno.args) === "json") {
+      console.error(JSON.stringify({
+        "@timestamp": new Date().toISOString(),
+        level: "ERROR",
+        message: `error: ${message}`,
+        logger: "poetry",
+        ...(hint ? { hint } : {}),
+        exitCode,
+      }));
+    } else {
+      console.error(`error: ${escapeControl(message)}`);
+      if (hint) console.error(`  ${escapeControl(hint)}`);
+    }
+    Deno.exit(exitCode);
   }
 }

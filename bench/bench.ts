@@ -63,17 +63,64 @@ interface Result {
   cpuUsPerWrite?: number;
 }
 
-const { values: flags } = parseArgs({
-  args: Deno.args,
-  options: {
-    json: { type: "string" },
-    only: { type: "string" },
-    repeat: { type: "string", default: "3" },
-    compare: { type: "string" },
-    workers: { type: "string" },
-  },
-});
-const REPEATS = Math.max(1, Number(flags.repeat) || 1);
+const USAGE = `usage: deno task bench [options]
+
+Runs every scenario against the C epoll reference, a Node net server, the
+bare-Deno floor and poetry, one after another; see docs/benchmark.md.
+Linux only; it takes several minutes and the whole machine.
+
+Options:
+  --json FILE      also write the results to FILE as JSON
+  --only NAME      only the scenarios whose name contains NAME
+  --repeat N       run each N times and report the median (default: 3)
+  --compare DIR    also run the poetry checked out in DIR (a git worktree)
+  --workers N      also run poetry with --workers N on CPUs 0-1
+  -h, --help       show this help`;
+
+const HINT = "run deno task bench --help to see the options";
+
+/** The command line, or exit: 0 after --help, 2 with one line for a bad one. */
+function parseCommandLine(args: string[]) {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        json: { type: "string" },
+        only: { type: "string" },
+        repeat: { type: "string", default: "3" },
+        compare: { type: "string" },
+        workers: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (err) {
+    // parseArgs says e.g. "Unknown option '--bogus'. To specify a positional
+    // argument starting with a '-', ..."; its first sentence is the point.
+    const message = (err as Error).message.split(/\.( |$)/)[0];
+    fail(message.charAt(0).toLowerCase() + message.slice(1));
+  }
+  if (values.help) {
+    console.log(USAGE);
+    Deno.exit(0);
+  }
+  if (!/^\d+$/.test(values.repeat) || Number(values.repeat) < 1) {
+    fail(`--repeat must be a whole number from 1, got '${values.repeat}'`);
+  }
+  if (values.workers !== undefined && !/^(\d+|auto)$/.test(values.workers)) {
+    fail(`--workers must be a whole number or auto, got '${values.workers}'`);
+  }
+  return values;
+}
+
+function fail(message: string): never {
+  console.error(`error: ${message}`);
+  console.error(`  ${HINT}`);
+  Deno.exit(2);
+}
+
+const flags = parseCommandLine(Deno.args);
+const REPEATS = Number(flags.repeat);
 
 const deno = Deno.execPath();
 const servers: Server[] = [

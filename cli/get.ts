@@ -9,6 +9,7 @@
  */
 
 import { fetchPoem, parseAddress, type PoemAddress } from "../lib/client.ts";
+import { closest } from "./suggest.ts";
 
 /** How often a terminal's progress lines are redrawn. */
 const REDRAW_MS = 100;
@@ -60,6 +61,9 @@ class ProgressLines {
   }
 }
 
+const OPTIONS = ["--verbose", "--raw", "--help"];
+const HINT = "run deno task get --help to see the options";
+
 const USAGE =
   `usage: deno task get [--verbose] [--raw] [HOST:]PORT ...   e.g. deno task get 10000 10001
   --verbose  a line per chunk as it arrives, even on a terminal
@@ -68,13 +72,21 @@ const USAGE =
 async function main(args: string[]): Promise<number> {
   const flags = new Set(args.filter((arg) => arg.startsWith("-")));
   const targets = args.filter((arg) => !arg.startsWith("-"));
-  if (targets.length === 0 || flags.has("--help") || flags.has("-h")) {
-    console.error(USAGE);
-    return targets.length === 0 && !flags.has("--help") && !flags.has("-h") ? 2 : 0;
+  if (flags.has("--help") || flags.has("-h")) {
+    console.log(USAGE);
+    return 0;
   }
-  const unknown = [...flags].filter((flag) => flag !== "--verbose" && flag !== "--raw");
+  // What is wrong first, in one line and a hint, as the server says it.
+  const unknown = [...flags].filter((flag) => !OPTIONS.includes(flag));
   if (unknown.length > 0) {
-    console.error(`error: unknown option ${unknown[0]}\n${USAGE}`);
+    const likely = closest(unknown[0], OPTIONS);
+    console.error(`error: unknown option ${unknown[0]}`);
+    console.error(`  ${likely ? `did you mean ${likely}? (${HINT})` : HINT}`);
+    return 2;
+  }
+  if (targets.length === 0) {
+    console.error("error: no server given");
+    console.error(`  name a port or HOST:PORT, e.g. deno task get 10000 10001 (${HINT})`);
     return 2;
   }
   let addresses: PoemAddress[];

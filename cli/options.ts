@@ -10,6 +10,7 @@ import { UsageError } from "../lib/base/errors.ts";
 import { parseCidr } from "../lib/policies/access.ts";
 import type { ServeOptions } from "../lib/server/options.ts";
 import { parseFault } from "../lib/fixture/fault_spec.ts";
+import { closest } from "./suggest.ts";
 import type { LogFormat } from "../lib/base/log_format.ts";
 import type { LogLevelName } from "../lib/base/log.ts";
 
@@ -79,7 +80,7 @@ Usage:
 Options:
   --port N              port of the first listener (default: 0, any free port)
   --iface HOST          address to listen on (default: localhost)
-  --num-bytes N         slow mode: bytes per write (default: 10)
+  --num-bytes N         slow mode: bytes per write; needs --delay (default: 10)
   --delay SECONDS       slow mode: pause between writes; 0 is fast mode
                         (default: 0)
   --max-connections N   accept at most N clients at once (default: no limit)
@@ -99,7 +100,7 @@ Options:
   --admin-name NAME     a host name the admin endpoint answers to besides its
                         address, IP literals and localhost (repeatable)
   --stats-interval SECS write a stats record to the log this often; 0 is off
-                        (default: 0; SIGUSR1 writes one at any time)
+                        (default: 0; SIGUSR2 writes one at any time)
   --log-level LEVEL     debug, info, warning or error (default: info)
   --log-format FORMAT   text or json, one record per line (default: text)
   --workers N           serve with N threads, each accepting on every port
@@ -180,6 +181,8 @@ const config = {
 
 const HELP_HINT = "run with --help to see the options";
 
+const OPTION_NAMES = Object.keys(config.options).map((name) => `--${name}`);
+
 /**
  * Parses a command line.
  *
@@ -236,6 +239,15 @@ export function parseCommandLine(args: string[]): CommandLine {
   }
   const delay = seconds("--delay", values.delay);
   const numBytes = integer("--num-bytes", values["num-bytes"], 1, 2 ** 30);
+  // --num-bytes alone would be fast mode all the same: whoever gives it
+  // expects slow mode, so say what is missing. With --config too, since the
+  // command line's pace replaces the file's top level whole.
+  if (numBytes !== undefined && delay === undefined) {
+    throw new UsageError(
+      `--num-bytes ${numBytes} needs --delay: without it each poem goes out at once (fast mode)`,
+      `add --delay SECONDS for slow mode, e.g. --num-bytes ${numBytes} --delay 0.5`,
+    );
+  }
   if (delay !== undefined || numBytes !== undefined) {
     serve.pace = { numBytes: numBytes ?? 10, delay: delay ?? 0 };
   }
@@ -311,8 +323,13 @@ function toUsageError(err: unknown): UsageError {
   const { code, message } = err as { code?: string; message: string };
   const option = message.match(/'(-[^' ]+)/)?.[1] ?? "";
   switch (code) {
-    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
-      return new UsageError(`unknown option ${option}`, HELP_HINT);
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION": {
+      const likely = closest(option, OPTION_NAMES);
+      return new UsageError(
+        `unknown option ${option}`,
+        likely ? `did you mean ${likely}? (${HELP_HINT})` : HELP_HINT,
+      );
+    }
     case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
       return message.includes("does not take an argument")
         ? new UsageError(`${option} does not take a value`, HELP_HINT)

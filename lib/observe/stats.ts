@@ -1,6 +1,6 @@
 /**
  * Totals since start, for a running server's log: bytes sent (the one total
- * the listeners do not keep), and the stats record that SIGUSR1 and
+ * the listeners do not keep), and the stats record that SIGUSR2 and
  * `--stats-interval` write. Also the debug record for each accepted client.
  *
  * @module

@@ -273,10 +273,16 @@ export function combineConfig(config: PoetryConfig, commandLine: ServeOptions): 
     if (value !== undefined) (options as Record<string, unknown>)[key] = value;
   }
   const pace = commandLine.pace ?? top.pace;
-  options.listeners = config.listeners.map((listener) => ({
-    ...listener,
-    pace: complete({ ...pace, ...listener.pace }),
-  }));
+  options.listeners = config.listeners.map((listener, i) => {
+    const own = { ...pace, ...listener.pace };
+    if (own.numBytes !== undefined && own.delay === undefined) {
+      throw new UsageError(
+        `${config.path}: listeners[${i}] (${listener.poem}) has num-bytes but no delay, so fast mode`,
+        `add "delay": SECONDS to the listener or the top level, or --delay`,
+      );
+    }
+    return { ...listener, pace: complete(own) };
+  });
   return options;
 }
 

@@ -11,6 +11,7 @@ import type { Poem } from "../core/poem.ts";
 import type { PoemListener } from "../core/listener.ts";
 import type { ReloadResult, ShutdownSummary } from "../server/summary.ts";
 import { logStats, ServerStats, type StatsSnapshot } from "../observe/stats.ts";
+import * as inspector from "node:inspector";
 import { watchPoems } from "./watch.ts";
 
 const log = getLogger(["poetry", "service"]);
@@ -28,7 +29,7 @@ export interface ServiceOptions {
   /** Re-read a poem when its file changes. @default {false} */
   watch?: boolean;
   /**
-   * The totals for the stats record that SIGUSR1 (Unix) and `statsInterval`
+   * The totals for the stats record that SIGUSR2 (Unix) and `statsInterval`
    * write; give the server's observer. Without it the record's bytes sent
    * count only the transfers in flight.
    */
@@ -134,10 +135,13 @@ export function holdStopSignals(): HeldSignals {
   // As once serving: another stop a second or more after the first is
   // "stop at once", not one more to hold.
   let first: number | undefined;
+  let exiting = false;
   return holdSignals(["SIGINT", "SIGTERM"], () => {
     const now = performance.now();
     if (first === undefined) first = now;
-    else if (now - first >= SAME_STOP_MS) {
+    else if (now - first >= SAME_STOP_MS && !exiting) {
+      // The second Ctrl-C arrives twice too (see SAME_STOP_MS): say it once.
+      exiting = true;
       log.warning("Second signal while starting: exiting without waiting.");
       flushLogs(300).finally(() => Deno.exit(1));
     }
@@ -164,6 +168,32 @@ function holdSignals(signals: Deno.Signal[], onEach?: () => void): HeldSignals {
 }
 
 /**
+ * Since Deno 2.9.2 (denoland/deno#35738), `deno run` answers SIGUSR1 as Node
+ * does: it opens the V8 inspector on 127.0.0.1:9229, without authentication,
+ * so any local user could connect and run code as the server. Nothing turns
+ * that handler off, but `node:inspector`'s `close()` (no permission needed)
+ * stops the inspector server and resets its connections. Deno's handler and
+ * ours wake on the same signal in either order, so close now and then again,
+ * more and more sparsely, until Deno's has surely run: the inspector stays
+ * open a millisecond or two. A compiled binary installs no such handler
+ * (close() is then a no-op). docs/observing.md says this for operators.
+ */
+async function shutInspector(): Promise<void> {
+  inspector.close();
+  for (const ms of INSPECTOR_CLOSE_AFTER_MS) {
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    inspector.close();
+  }
+  log.warning(
+    "Got SIGUSR1, on which Deno opens its V8 inspector on 127.0.0.1:9229 for any local user " +
+      "to run code as this server: closed it, if open. Send SIGUSR2 for the stats record instead.",
+  );
+}
+
+/** The pauses between {@linkcode shutInspector}'s closes: 256 ms in all. */
+const INSPECTOR_CLOSE_AFTER_MS = [0, 1, 1, 2, 4, 8, 16, 32, 64, 128];
+
+/**
  * A stop signal sooner than this after the first is the same Ctrl-C: under
  * `deno task` the terminal sends SIGINT to the whole process group and the
  * task runner forwards its own copy, so one key press arrives twice.
@@ -174,8 +204,9 @@ const SAME_STOP_MS = 1000;
  * Serves until SIGINT or SIGTERM (SIGINT or SIGBREAK on Windows), then drains
  * and resolves with the summary. Another stop signal a second or more after
  * the first exits at once, with code 1; one sooner is taken as the same
- * Ctrl-C. SIGHUP re-reads every poem. SIGUSR2 (and SIGUSR1) writes a stats record to the
- * log, and so does every `statsInterval` seconds.
+ * Ctrl-C. SIGHUP re-reads every poem. SIGUSR2 writes a stats record to the
+ * log, and so does every `statsInterval` seconds; SIGUSR1 does too, and
+ * closes the V8 inspector that Deno opens on it.
  *
  * @example
  * ```ts
@@ -195,10 +226,12 @@ export function runAsService(
   const { promise, resolve, reject } = Promise.withResolvers<ShutdownSummary>();
   let firstStop: number | undefined;
   let drained = false;
+  let exiting = false;
   const onStop = (signal: Deno.Signal) => {
     // Drained: the process is on its way out with its summary, and a signal
-    // now must neither kill it (exit 143) nor change its exit code.
-    if (drained) return;
+    // now must neither kill it (exit 143) nor change its exit code. Exiting:
+    // the second Ctrl-C's own copy (see SAME_STOP_MS) has nothing to add.
+    if (drained || exiting) return;
     const now = performance.now();
     if (firstStop === undefined) {
       firstStop = now;
@@ -210,6 +243,7 @@ export function runAsService(
         ms: Math.round(now - firstStop),
       });
     } else {
+      exiting = true;
       log.warning("Second signal: exiting without waiting for transfers.");
       // The records queued so far (and this one) go out first, unless stderr
       // is stuck: the wait is bounded, since this exit is meant to be now.
@@ -243,19 +277,22 @@ export function runAsService(
     }
   };
   if (!windows) Deno.addSignalListener("SIGHUP", reload);
-  // SIGUSR1's default action ends the process: endlessh's users expect it
-  // to print totals instead, and so does this. Deno 2.9.2 and later also
-  // open the V8 inspector on 127.0.0.1:9229 at SIGUSR1, which nothing can
-  // turn off (denoland/deno#35738), so SIGUSR2 writes the same record
-  // without that; docs/observing.md says to prefer it.
+  // SIGUSR2 writes a stats record. So does SIGUSR1, whose default action
+  // would end the process (endlessh's users expect totals from it), but on
+  // it Deno 2.9.2+ also opens the V8 inspector; see shutInspector.
   const stats = options.stats ?? new ServerStats();
   const writeStats = async () => {
     if (drained) return;
     const snapshot = server.snapshot ? await server.snapshot() : stats.snapshot(server);
     if (!drained) logStats(snapshot);
   };
-  const statsSignals: Deno.Signal[] = windows ? [] : ["SIGUSR1", "SIGUSR2"];
-  for (const signal of statsSignals) Deno.addSignalListener(signal, writeStats);
+  if (!windows) {
+    Deno.addSignalListener("SIGUSR2", writeStats);
+    Deno.addSignalListener("SIGUSR1", () => {
+      shutInspector();
+      writeStats();
+    });
+  }
   const interval = options.statsInterval
     ? setInterval(writeStats, options.statsInterval * 1000)
     : undefined;
@@ -274,6 +311,7 @@ export function runAsService(
     });
     if (signal === "SIGHUP") reload();
     else writeStats();
+    if (signal === "SIGUSR1") shutInspector();
   }
   // Whatever goes wrong inside one transfer must not end the server.
   globalThis.addEventListener("unhandledrejection", (event) => {

@@ -55,15 +55,18 @@ Deno.test("options: every option is read, in either --opt value or --opt=value f
   assert.equal(cli.watch, true);
 });
 
-Deno.test("options: --delay alone means --num-bytes 10; --num-bytes alone stays fast", () => {
+Deno.test("options: --delay alone means --num-bytes 10; --num-bytes alone is bad input", () => {
   assert.deepEqual(parseCommandLine(["--delay", "0.5", "p"]).serve.pace, {
     numBytes: 10,
     delay: 0.5,
   });
-  assert.deepEqual(parseCommandLine(["--num-bytes", "3", "p"]).serve.pace, {
+  assert.throws(() => parseCommandLine(["--num-bytes", "3", "p"]), /--num-bytes 3 needs --delay/);
+  assert.deepEqual(parseCommandLine(["--num-bytes", "3", "--delay", "0", "p"]).serve.pace, {
     numBytes: 3,
     delay: 0,
   });
+  // With --config too: the command line's pace replaces the file's top level whole.
+  assert.throws(() => parseCommandLine(["--num-bytes", "3", "--config", "c.jsonc"]), /--delay/);
 });
 
 Deno.test("options: an IPv6 zone id is refused with a hint that says so", () => {
