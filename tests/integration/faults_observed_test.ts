@@ -49,6 +49,8 @@ async function fetchSeen(address: { hostname: string; port: number }): Promise<S
   }
 }
 
+const json = (value: unknown) => JSON.stringify(value);
+
 async function statusJson(base: string) {
   const { status, body } = await httpGet(`${base}status.json`);
   assert.equal(status, 200, body);
@@ -320,6 +322,8 @@ Deno.test({
       assert.deepEqual(status.totals.faultsApplied, { "close-after": CLIENTS });
       assert.deepEqual(status.listeners[0].faultsApplied, { "close-after": CLIENTS });
       assert.equal(status.workers.length, 2);
+      // The kernel spreads 60 clients over both threads (one alone: 2^-59).
+      assert.ok(status.workers.every((w: { faulted: number }) => w.faulted > 0), json(status));
       assert.equal(
         status.workers.reduce((n: number, w: { faulted: number }) => n + w.faulted, 0),
         CLIENTS,
