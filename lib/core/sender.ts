@@ -40,12 +40,11 @@ export const OUTCOMES = [
 ] as const;
 
 /**
- * How a transfer ended. `completed`: every byte was handed to the kernel and
- * the connection closed without a reset. `faulted`: a fault on purpose ended
- * it (only a faulty connection's {@linkcode SenderConn.describe} says so).
- * `client left`: a write failed or the client reset the connection. `timed
- * out`: no bytes taken for `--write-timeout`. `cut short`: a shutdown's drain
- * timeout ended it. `error`: the poem could not be read.
+ * How a transfer ended. `completed`: every byte was handed to the kernel and the connection
+ * closed without a reset. `faulted`: a fault on purpose ended it (only a faulty connection's
+ * {@linkcode SenderConn.describe} says so). `client left`: a write failed or the client reset
+ * the connection. `timed out`: no bytes taken for `--write-timeout`. `cut short`: a
+ * shutdown's drain timeout ended it. `error`: the poem could not be read.
  *
  * @example
  * ```ts
