@@ -335,8 +335,12 @@ export class PoemListener {
     }
     if (decision instanceof Refusal) return this.#refused(conn, decision);
     const sender = decision;
-    for (const { name } of sender.conn.faults ?? []) {
-      this.faultsApplied.set(name, (this.faultsApplied.get(name) ?? 0) + 1);
+    const faults = sender.conn.faults;
+    // Not `?? []`: an array per connection on the common path, for nothing.
+    if (faults) {
+      for (const { name } of faults) {
+        this.faultsApplied.set(name, (this.faultsApplied.get(name) ?? 0) + 1);
+      }
     }
     this.#options.observer?.transferStarted(this, sender, sender.conn.remoteAddr as Deno.NetAddr);
     this.#active.add(sender);
