@@ -4,9 +4,9 @@
  *
  * Counted on the connection's own path: a duration per finished transfer
  * (a histogram, a dozen comparisons). Everything else (connections by
- * outcome, faults applied, in flight, bytes, poem sizes, reloads, memory) is read from the
- * listeners and the server when Prometheus scrapes, so it costs nothing per
- * connection. *
+ * outcome, faults applied, in flight, bytes, poem sizes, reloads, memory)
+ * is read from the listeners and the server when Prometheus scrapes, so it
+ * costs nothing per connection. *
  * The format is written by lib/observe/exposition.ts.
  *
  * @module
