@@ -231,7 +231,9 @@ class FileContent implements PoemContent {
 
   #read(offset: number, into: Uint8Array): Promise<void> {
     const read = this.#queue.then(async () => {
-      await this.#file.seek(offset, Deno.SeekMode.Start);
+      // lseek only sets the position (no I/O): done in place, it saves the
+      // async seek's trip to Deno's blocking thread pool and back.
+      this.#file.seekSync(offset, Deno.SeekMode.Start);
       for (let filled = 0; filled < into.length;) {
         const n = await this.#file.read(into.subarray(filled));
         if (n === null) throw new Error(`${this.path} shrank while being sent`);
