@@ -14,11 +14,13 @@ import { StartupError, UsageError } from "../base/errors.ts";
 import { PoemFactory, type SenderFactory } from "../core/connection.ts";
 import type { PoemListener, PoemListenerOptions } from "../core/listener.ts";
 import { type Pace, PaceWheel } from "../core/pace.ts";
-import type { Poem } from "../core/poem.ts";
+import { Poem } from "../core/poem.ts";
+import type { ConnectionCap } from "../core/cap.ts";
 import { FaultFactory, ListenerFaults } from "../fixture/fault_plan.ts";
 import { type Fault, parseFault } from "../fixture/fault_spec.ts";
 import { AccessFactory, AccessList } from "../policies/access.ts";
 import { ProxyHeaderFactory } from "../policies/proxied.ts";
+import type { ListenerSettings, ServeOptions } from "./options.ts";
 
 const log = getLogger(["poetry", "server"]);
 
@@ -59,6 +61,44 @@ export function accessFor(
     : { allow: server.allow, deny: server.deny };
   const access = lists.allow || lists.deny ? new AccessList(lists) : undefined;
   return { access, text: JSON.stringify([lists.allow ?? [], lists.deny ?? []]) };
+}
+
+/**
+ * A listener's settings as the server keeps them, from its own settings and
+ * the server's: `index` orders its seed, `cap` is the one it counts against.
+ * @throws {UsageError} when its poem is not loaded, or a fault is malformed.
+ */
+export function listenerState(
+  own: ListenerSettings,
+  index: number,
+  options: ServeOptions,
+  seed: number,
+  cap: ConnectionCap | undefined,
+  wheels: Map<number, PaceWheel>,
+): ListenerState {
+  if (!(own.poem instanceof Poem)) {
+    throw new UsageError(`listener ${index}: the poem ${own.poem} is not loaded`, "use serve()");
+  }
+  const access = accessFor(own, options);
+  const state: ListenerState = {
+    poem: own.poem,
+    iface: own.iface ?? options.iface ?? "localhost",
+    // As configured (0 for any), which a reconfigure compares with;
+    // a worker binds the port the main thread got (options.ports).
+    port: own.port ?? 0,
+    seed: (seed + Math.imul(index, 0x9e3779b9)) >>> 0,
+    accessText: access.text,
+    runSeed: seed,
+    options: {
+      writeTimeout: options.writeTimeout,
+      proxyProtocol: options.proxyProtocol,
+      observer: options.observer,
+      access: access.access,
+      cap,
+    },
+  };
+  applyPaceAndFaults(state, own.pace ?? options.pace, own.faults ?? options.faults, wheels);
+  return state;
 }
 
 /** Sets a listener's pace (sharing one wheel per delay) and faults. */

@@ -50,6 +50,12 @@ export interface ServeOptions {
    * None when absent: the normal path.
    */
   faults?: (string | Fault)[];
+  /**
+   * Every listener accepts through `node:net`, so that faults given at run
+   * time (the control endpoint) may reset a connection. @default {false}:
+   * only a listener started with `reset-after` does
+   */
+  resettable?: boolean;
   /** Starts every listener's random sequence, for faults that repeat run after run. @default {random, logged} */
   seed?: number;
   /**
