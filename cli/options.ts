@@ -41,6 +41,11 @@ export interface CommandLine {
   samples: boolean;
   /** Where the admin endpoint (metrics, health, status page) listens; off when absent. */
   admin?: { hostname: string; port: number; names?: string[] };
+  /**
+   * Where the control endpoint (Toxiproxy's HTTP API) listens, and whether
+   * it answers peers off loopback; off when absent.
+   */
+  control?: { hostname: string; port: number; allowRemote: boolean };
   /** Seconds between stats records in the log; 0 is off. @default {0} */
   statsInterval: number;
   /** A `--config` file declaring the listeners, each with its own settings. */
@@ -122,6 +127,13 @@ Testing clients (faults on purpose; see the README, "Testing your client"):
                           refuse               close at once, without a byte
   --seed N              make every random choice of the faults repeatable
                         (default: random, logged)
+  --control HOST:PORT   add and remove faults at run time through Toxiproxy's
+                        HTTP API (e.g. 127.0.0.1:8474; see docs/control.md);
+                        loopback clients only (default: off; not with --workers)
+  --control-allow-remote
+                        let the control endpoint listen on and answer
+                        addresses off loopback (anyone who reaches it can
+                        open listeners and fault every client)
   --config FILE         listeners with their own poem, port, pace, faults,
                         allow/deny and cap, from a JSON-with-comments file
                         (see examples/poetry.jsonc); no POEM arguments then
@@ -167,6 +179,8 @@ const config = {
     admin: { type: "string" },
     "admin-name": { type: "string", multiple: true },
     "stats-interval": { type: "string" },
+    control: { type: "string" },
+    "control-allow-remote": { type: "boolean" },
     fault: { type: "string", multiple: true },
     seed: { type: "string" },
     config: { type: "string" },
@@ -269,7 +283,44 @@ export function parseCommandLine(args: string[]): CommandLine {
   }
   cli.statsInterval = seconds("--stats-interval", values["stats-interval"]) ?? 0;
   cli.workers = workers(values.workers);
+  cli.control = control(values.control, values["control-allow-remote"] ?? false, cli.workers);
+  // A toxic added at run time may reset: every listener must be able to.
+  if (cli.control) serve.resettable = true;
   return cli;
+}
+
+// The control endpoint changes one thread's listeners: with workers, the
+// others would go on serving the old faults (and a disabled proxy's port).
+function control(
+  text: string | undefined,
+  allowRemote: boolean,
+  workers: number,
+): CommandLine["control"] {
+  if (text === undefined) {
+    if (allowRemote) {
+      throw new UsageError(
+        "--control-allow-remote needs --control",
+        "add e.g. --control 127.0.0.1:8474",
+      );
+    }
+    return undefined;
+  }
+  const { hostname, port } = hostAndPort("--control", text);
+  if (workers > 1) {
+    throw new UsageError(
+      "--control does not work with --workers: a fault added through it would reach one thread's clients only",
+      "drop --workers (a client test needs one thread), or --control",
+    );
+  }
+  const loopback = hostname === "localhost" || /^127\.\d+\.\d+\.\d+$/.test(hostname) ||
+    hostname === "::1";
+  if (!loopback && !allowRemote) {
+    throw new UsageError(
+      `--control ${text} is off loopback: anyone who reaches it could fault every client`,
+      "use e.g. --control 127.0.0.1:8474, or add --control-allow-remote if you mean it",
+    );
+  }
+  return { hostname, port, allowRemote };
 }
 
 /** Most `--workers`: each is a V8 isolate of some 10 MiB, and 2 cores are common. */
