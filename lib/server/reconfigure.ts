@@ -68,7 +68,9 @@ export function reconfigureListeners(
         wheels,
       );
       if (next.options.faults?.resets && !state.resettable) {
-        throw new UsageError("reset-after needs a restart: this listener was started without it");
+        throw new UsageError(
+          "reset-after and reset-at need a restart: this listener was started without them",
+        );
       }
       const after = next.options.faults?.faults.map((f) => f.label + f.probability).join();
       const access = accessFor(own, defaults);
