@@ -83,7 +83,12 @@ export class ControlEndpoint {
     let http: HttpServer;
     try {
       http = HttpServer.listen(
-        { hostname: options.hostname, port: options.port, who: "Control endpoint" },
+        {
+          hostname: options.hostname,
+          port: options.port,
+          who: "Control endpoint",
+          nameOption: "",
+        },
         (request, peer) => api.respond(request, peer),
         log,
       );
