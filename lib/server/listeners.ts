@@ -12,12 +12,13 @@ import { getLogger } from "@logtape/logtape";
 import { formatAddress } from "../base/address.ts";
 import { StartupError, UsageError } from "../base/errors.ts";
 import { PoemFactory, type SenderFactory } from "../core/connection.ts";
-import type { PoemListener, PoemListenerOptions } from "../core/listener.ts";
+import { PoemListener, type PoemListenerOptions } from "../core/listener.ts";
 import { type Pace, PaceWheel } from "../core/pace.ts";
 import { Poem } from "../core/poem.ts";
 import type { ConnectionCap } from "../core/cap.ts";
 import { FaultFactory, ListenerFaults } from "../fixture/fault_plan.ts";
 import { type Fault, parseFault } from "../fixture/fault_spec.ts";
+import { ResettableListener } from "../fixture/reset_listener.ts";
 import { AccessFactory, AccessList } from "../policies/access.ts";
 import { ProxyHeaderFactory } from "../policies/proxied.ts";
 import type { ListenerSettings, ServeOptions } from "./options.ts";
@@ -159,6 +160,46 @@ export function factoryFor(options: ListenerOptions): SenderFactory {
   if (options.access && !options.access.open) factory = new AccessFactory(factory, options.access);
   if (options.proxyProtocol) factory = new ProxyHeaderFactory(factory);
   return factory;
+}
+
+/**
+ * Opens a listener at run time on `port`, through `node:net` when it may
+ * reset (`resettable`, or a reset among its faults), and logs its Serving
+ * line. Serving it is the caller's.
+ * @throws {StartupError} or {UsageError} saying what to do.
+ */
+export async function openListener(
+  state: ListenerState,
+  port: number,
+  resettable: boolean,
+): Promise<PoemListener> {
+  let socket: Deno.Listener | ResettableListener = listenOrExplain(
+    state.iface,
+    port,
+    state.poem.path,
+    { reusePort: false, joining: false },
+  );
+  state.resettable = resettable || (state.options.faults?.resets ?? false);
+  if (state.resettable) {
+    const addr = socket.addr as Deno.NetAddr;
+    socket.close();
+    socket = new ResettableListener(addr);
+    await socket.ready.catch((err) => {
+      throw new StartupError(`cannot listen on ${formatAddress(addr)}: ${err.message}`);
+    });
+  }
+  const listener = new PoemListener(
+    socket as Deno.Listener,
+    state.poem,
+    state.options,
+    factoryFor(state.options),
+  );
+  log.info("Serving {poem} ({size} bytes) on {address}.", {
+    poem: listener.poem.path,
+    size: listener.poem.content.size,
+    address: formatAddress(listener.addr),
+  });
+  return listener;
 }
 
 /**

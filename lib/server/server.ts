@@ -23,6 +23,7 @@ import {
   listenerState,
   listenOrExplain,
   logFaults,
+  openListener,
 } from "./listeners.ts";
 import type { ListenerSettings, ServeOptions } from "./options.ts";
 import { reconfigureListeners } from "./reconfigure.ts";
@@ -86,7 +87,9 @@ export class PoetryServer {
   readonly #listeners: PoemListener[];
   readonly #serving: Promise<void>[];
   /** Listeners closed at run time, whose transfers in flight are drained at shutdown. */
-  readonly #retired: PoemListener[] = [];
+  readonly #retired = new Set<PoemListener>();
+  /** What the retired listeners that have ended did, for the shutdown's summary. */
+  #retiredCounts: ShutdownSummary = addSummaries([]);
   /** What a listener added at run time is built from. */
   readonly #base: RuntimeBase;
   /** One pace wheel per delay, shared by the listeners with that delay. */
@@ -282,7 +285,7 @@ export class PoetryServer {
       this.#listeners.splice(i, 1);
       this.#settings.splice(i, 1);
     }
-    if (remove || i < 0) this.#retired.push(listener);
+    if (remove || i < 0) this.#retire(listener);
     log.info("Stopped listening on {address} ({poem}); transfers in flight go on.", {
       address: formatAddress(listener.addr),
       poem: listener.poem.path,
@@ -299,7 +302,7 @@ export class PoetryServer {
     if (i < 0) throw new UsageError("this listener is not one of the server's");
     listener.close();
     const reopened = await this.#listen(this.#settings[i], listener.addr.port);
-    this.#retired.push(listener);
+    this.#retire(listener);
     this.#listeners[i] = reopened;
     return reopened;
   }
@@ -323,37 +326,24 @@ export class PoetryServer {
     logFaults(listener, state, "Reconfigured");
   }
 
-  /** Opens a listener's socket and starts serving; through node:net when it may reset. */
+  /** Opens a listener's socket and starts serving it. */
   async #listen(state: ListenerState, port: number): Promise<PoemListener> {
     if (this.draining) throw new StartupError("the server is shutting down");
-    let socket: Deno.Listener | ResettableListener = listenOrExplain(
-      state.iface,
-      port,
-      state.poem.path,
-      { reusePort: false, joining: false },
-    );
-    state.resettable = (this.#base.options.resettable || state.options.faults?.resets) ?? false;
-    if (state.resettable) {
-      const addr = socket.addr as Deno.NetAddr;
-      socket.close();
-      socket = new ResettableListener(addr);
-      await socket.ready.catch((err) => {
-        throw new StartupError(`cannot listen on ${formatAddress(addr)}: ${err.message}`);
-      });
-    }
-    const listener = new PoemListener(
-      socket as Deno.Listener,
-      state.poem,
-      state.options,
-      factoryFor(state.options),
-    );
+    const listener = await openListener(state, port, this.#base.options.resettable ?? false);
     this.#serving.push(listener.serve());
-    log.info("Serving {poem} ({size} bytes) on {address}.", {
-      poem: listener.poem.path,
-      size: listener.poem.content.size,
-      address: formatAddress(listener.addr),
-    });
     return listener;
+  }
+
+  /**
+   * Keeps a closed listener until its transfers in flight have ended (at
+   * most a timer's longest wait, some 24 days), then only its counts.
+   */
+  #retire(listener: PoemListener): void {
+    this.#retired.add(listener);
+    listener.drain(2_147_483).then(() => {
+      if (this.draining || !this.#retired.delete(listener)) return;
+      this.#retiredCounts = addSummaries([this.#retiredCounts, summaryOf(listener)]);
+    });
   }
 
   /**
@@ -436,12 +426,8 @@ export class PoetryServer {
     await Promise.all(this.#serving);
     for (const wheel of this.#wheels.values()) wheel.clear();
     const summary = addSummaries([
-      ...all.map((l) => ({
-        ...l.counts,
-        acceptErrors: l.acceptErrors,
-        badProxyHeaders: l.badProxyHeaders,
-        timedOut: false,
-      })),
+      ...all.map(summaryOf),
+      this.#retiredCounts,
       ...(others ? await others.done : []),
     ]);
     summary.timedOut ||= cut.some((n) => n > 0);
@@ -453,4 +439,14 @@ export class PoetryServer {
     log.info("Shut down: {totals}.", { totals: totals.join(", "), ...summary });
     return summary;
   }
+}
+
+/** One listener's part of a shutdown's summary. */
+function summaryOf(listener: PoemListener): ShutdownSummary {
+  return {
+    ...listener.counts,
+    acceptErrors: listener.acceptErrors,
+    badProxyHeaders: listener.badProxyHeaders,
+    timedOut: false,
+  };
 }

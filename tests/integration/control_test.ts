@@ -268,6 +268,38 @@ Deno.test("control: errors in Toxiproxy's shape and status, one log record each,
   });
 });
 
+Deno.test("control: a change applies to the next clients; a transfer in flight keeps its faults and outlives a disable and a delete", async () => {
+  let stderr = "";
+  await withControl([], async (url, poemPort, server) => {
+    const toxiproxy = new Toxiproxy(url);
+    const proxy = await toxiproxy.createProxy({
+      name: "slow",
+      listen: "127.0.0.1:0",
+      upstream: `127.0.0.1:${poemPort}`,
+    });
+    const address = addressOf(proxy.listen);
+    // 100 KB/s: the 200 KB poem takes some 2 s.
+    const bandwidth = await proxy.addToxic(toxic("bandwidth", { rate: 100 }));
+    const inFlight = readTimed(address);
+    // Under way, then the toxic removed, the proxy disabled and deleted.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await bandwidth.remove();
+    await proxy.update({ ...proxy.toJson(), enabled: false });
+    await proxy.remove();
+    const { bytes, ms } = await inFlight;
+    assert.deepEqual(bytes, POEM);
+    assert.ok(ms >= 1500, `the transfer in flight kept its bandwidth: ${Math.round(ms)} ms`);
+    assert.equal((await nodeFetch(address.port)).code, "ECONNREFUSED");
+    // The next client of the poem's own listener never had the toxic.
+    const clean = await readTimed({ hostname: "127.0.0.1", port: poemPort });
+    assert.ok(clean.ms < 1500, `${Math.round(clean.ms)} ms`);
+    await server.stop();
+    stderr = server.stderr();
+  });
+  // The removed listener's transfer is in the shutdown's summary.
+  assert.match(stderr, /Shut down: 2 completed/);
+});
+
 Deno.test({
   name: "control: the tutorial's Twisted client meets a reset_peer added at run time: its errback",
   ignore: !twistedPython,
