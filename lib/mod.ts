@@ -64,6 +64,7 @@ export { fetchPoem, parseAddress, type PoemAddress } from "./client.ts";
 
 // Faults on purpose
 export { type Fault, FAULT_NAMES, type FaultName, parseFault } from "./fixture/fault_spec.ts";
+export { ControlEndpoint, type ControlOptions } from "./control/control.ts";
 
 // Errors and the version
 export { PoetryError, StartupError, UsageError } from "./base/errors.ts";

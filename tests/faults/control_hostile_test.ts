@@ -87,7 +87,7 @@ hostileTest(
 hostileTest(
   "a browser, a foreign Host, garbage and deep JSON get errors, not a crash",
   async () => {
-    await withControl(async (control, poem, server) => {
+    await withControl(async (control, poem) => {
       const browser = await rawExchange(
         control,
         request("POST", "/reset", "", "User-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n"),

@@ -9,6 +9,7 @@ import { type ICreateToxicBody, Toxiproxy } from "toxiproxy-node-client";
 import { VERSION } from "../../lib/base/version.ts";
 import {
   controlUrl,
+  delay,
   fetchBytes,
   makePoems,
   pythonWith,
@@ -134,7 +135,7 @@ Deno.test("control: toxiproxy-node-client lists, creates, adds and removes toxic
 
 Deno.test("control: a toxicity below 1 is drawn from --seed: the same calls give the same clients the same cuts", async () => {
   const run = async () => {
-    let lengths: number[] = [];
+    const lengths: number[] = [];
     await withControl(["--seed", "7"], async (url, poemPort) => {
       const proxy = await new Toxiproxy(url).get(`poem_${poemPort}`);
       await proxy.addToxic(toxic("limit_data", { bytes: 100 }, 0.5));
@@ -282,7 +283,7 @@ Deno.test("control: a change applies to the next clients; a transfer in flight k
     const bandwidth = await proxy.addToxic(toxic("bandwidth", { rate: 100 }));
     const inFlight = readTimed(address);
     // Under way, then the toxic removed, the proxy disabled and deleted.
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await delay(300);
     await bandwidth.remove();
     await proxy.update({ ...proxy.toJson(), enabled: false });
     await proxy.remove();
