@@ -63,7 +63,14 @@ export { ServerStats, type StatsSnapshot } from "./observe/stats.ts";
 export { fetchPoem, parseAddress, type PoemAddress } from "./client.ts";
 
 // Faults on purpose
-export { type Fault, FAULT_NAMES, type FaultName, parseFault } from "./fixture/fault_spec.ts";
+export {
+  type Fault,
+  FAULT_NAMES,
+  type FaultName,
+  FAULTS,
+  type FaultValueKind,
+  parseFault,
+} from "./fixture/fault_spec.ts";
 export { ControlEndpoint, type ControlOptions } from "./control/control.ts";
 
 // Errors and the version
