@@ -96,7 +96,9 @@ export class ProxyCollection {
     for (const [i, listener] of server.listeners.entries()) {
       const stem = listener.poem.path.replace(/^.*\//, "").replace(/\.[^.]*$/, "")
         .replace(/[^A-Za-z0-9._-]/g, "_");
-      const name = `${stem}_${listener.addr.port}`;
+      const derived = `${stem}_${listener.addr.port}`;
+      const own = server.listenerName(i);
+      const name = own !== undefined && !this.#entries.has(own) ? own : derived;
       this.#entries.set(name, {
         name,
         upstream: listener.poem.path,

@@ -36,6 +36,8 @@ export interface ListenerOptions extends PoemListenerOptions {
 /** A listener's settings as started, and the options object it reads. */
 export interface ListenerState {
   poem: Poem;
+  /** Its name, when its settings gave one. */
+  name?: string;
   iface: string;
   port: number;
   seed: number;
@@ -83,6 +85,7 @@ export function listenerState(
   const access = accessFor(own, options);
   const state: ListenerState = {
     poem: own.poem,
+    name: own.name,
     iface: own.iface ?? options.iface ?? "localhost",
     // As configured (0 for any), which a reconfigure compares with;
     // a worker binds the port the main thread got (options.ports).

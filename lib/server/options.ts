@@ -100,6 +100,8 @@ export interface ServeOptions {
 export interface ListenerSettings {
   /** The poem file; {@linkcode serve} loads a path, {@linkcode PoetryServer.start} needs it loaded. */
   poem: string | Poem;
+  /** Its name as the control endpoint's proxy (`--control`). @default {derived from poem and port} */
+  name?: string;
   /** Its port; 0 picks a free one. @default {0} */
   port?: number;
   /** Address to listen on. @default {ServeOptions.iface} */

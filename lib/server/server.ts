@@ -389,6 +389,11 @@ export class PoetryServer {
     return this.#rereads.reread(poem, "info");
   }
 
+  /** Listener `index`'s name from its settings (`--config`'s `name`), if it has one. */
+  listenerName(index: number): string | undefined {
+    return this.#settings[index]?.name;
+  }
+
   /** The fault specs listener `index` runs with now (a reload may change them); none: `[]`. */
   faultSpecs(index: number): string[] {
     return faultSpecs(this.#settings[index]?.options.faults);

@@ -301,6 +301,45 @@ Deno.test("control: a change applies to the next clients; a transfer in flight k
   assert.match(stderr, /Shut down: 2 completed/);
 });
 
+Deno.test("control: under --config, a listener's name is its proxy's; SIGHUP re-reads poems, keeps the toxics; /reset goes back to the file's faults", async () => {
+  const dir = await makePoems({ "a.txt": "0123456789".repeat(10) });
+  const config = (faults: string[]) =>
+    JSON.stringify({
+      iface: "127.0.0.1",
+      listeners: [{ poem: "a.txt", name: "ten" }, { poem: "a.txt", faults }],
+    });
+  await Deno.writeTextFile(dir.path("c.json"), config(["close-after=5"]));
+  const server = await startServer(
+    ["--config", dir.path("c.json"), "--control", "127.0.0.1:0"],
+    { listeners: 2 },
+  );
+  try {
+    await server.waitForStderr(/SIGHUP re-reads the poems but not .*c\.json's listener settings/);
+    const [named, faulty] = server.addresses;
+    const toxiproxy = new Toxiproxy(await controlUrl(server));
+    assert.deepEqual(Object.keys(await toxiproxy.getAll()), ["a_" + faulty.port, "ten"]);
+    const ten = await toxiproxy.get("ten");
+    await ten.addToxic(toxic("limit_data", { bytes: 10 }));
+    const other = await toxiproxy.get(`a_${faulty.port}`);
+    // The file's fault stays under the toxics (the shortest cut wins).
+    await other.addToxic(toxic("latency", { latency: 1, jitter: 0 }));
+    assert.equal((await fetchBytes(named)).length, 10);
+    assert.equal((await fetchBytes(faulty)).length, 5);
+    await Deno.writeTextFile(dir.path("c.json"), config(["close-after=3"]));
+    server.process.kill("SIGHUP");
+    await server.waitForStderr(/SIGHUP reload: /);
+    assert.equal((await fetchBytes(named)).length, 10);
+    assert.equal((await fetchBytes(faulty)).length, 5);
+    await toxiproxy.reset();
+    assert.equal((await fetchBytes(named)).length, 100);
+    assert.equal((await fetchBytes(faulty)).length, 5);
+    assert.deepEqual((await toxiproxy.get(`a_${faulty.port}`)).toJson().enabled, true);
+  } finally {
+    await server.stop();
+    await dir.cleanup();
+  }
+});
+
 Deno.test({
   name: "control: the tutorial's Twisted client meets a reset_peer added at run time: its errback",
   ignore: !twistedPython,
