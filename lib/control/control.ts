@@ -24,6 +24,8 @@ import { isLoopback } from "./addresses.ts";
 import { ProxyCollection } from "./proxies.ts";
 
 const log = getLogger(["poetry", "control"]);
+/** The most a request may take once read, queue included. */
+const HANDLER_MS = 10_000;
 
 /**
  * Where the control endpoint listens and whom it answers.
@@ -150,8 +152,10 @@ class ControlApi {
         }
       });
       const body = request.method === "GET" ? undefined : await request.text();
-      const response = await this.#serialized(() => this.#route(request.method, segments, body));
-      return response;
+      return await withinTime(
+        this.#serialized(() => this.#route(request.method, segments, body)),
+        HANDLER_MS,
+      );
     } catch (err) {
       const error = err instanceof ApiError ? err : new ApiError(String(err), 500);
       log.info("Control: {peer} {method} {path}: {status} {error}", {
@@ -219,6 +223,22 @@ class ControlApi {
     if (method === "GET") return Response.json(proxies.toxic(name, toxic));
     if (method === "DELETE") return noContent(proxies.removeToxic(name, toxic));
     return Response.json(proxies.updateToxic(name, toxic, body()));
+  }
+}
+
+/**
+ * A request's answer within `ms`, else a 503 (as Toxiproxy's 25 s
+ * TimeoutHandler): a change queued behind a slow one still runs, later.
+ */
+async function withinTime(answer: Promise<Response>, ms: number): Promise<Response> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new ApiError(`no answer within ${ms / 1000} s`, 503)), ms);
+  });
+  try {
+    return await Promise.race([answer, late]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
