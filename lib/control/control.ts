@@ -116,20 +116,38 @@ export class ControlEndpoint {
   }
 }
 
-/** Routes a request to the proxies, one change at a time, and answers in Toxiproxy's shapes. */
-class ControlApi {
+/**
+ * The API without its HTTP server: routes a request to the proxies, one
+ * change at a time, and answers in Toxiproxy's shapes. `peer` is whom the
+ * request came from (the HTTP server's connection).
+ *
+ * @example
+ * ```ts
+ * import { serve } from "../server/server.ts";
+ * import { ControlApi } from "./control.ts";
+ * import { ProxyCollection } from "./proxies.ts";
+ * const server = await serve(["poems/a-short-one.txt"], { iface: "127.0.0.1" });
+ * const api = new ControlApi(server, new ProxyCollection(server, "127.0.0.1"), false);
+ * const peer = { transport: "tcp" as const, hostname: "192.0.2.1", port: 40000 };
+ * console.log((await api.respond(new Request("http://127.0.0.1/proxies"), peer)).status); // 403
+ * await server.shutdown();
+ * ```
+ */
+export class ControlApi {
   readonly #server: PoetryServer;
   readonly #proxies: ProxyCollection;
   readonly #allowRemote: boolean;
   /** Changes run one after the other: a listen awaits, and two must not interleave. */
   #queue: Promise<unknown> = Promise.resolve();
 
+  /** Answers for `proxies` of `server`; peers off loopback only when `allowRemote`. */
   constructor(server: PoetryServer, proxies: ProxyCollection, allowRemote: boolean) {
     this.#server = server;
     this.#proxies = proxies;
     this.#allowRemote = allowRemote;
   }
 
+  /** The answer to one request; an error is Toxiproxy's `{"error", "status"}`, logged once. */
   async respond(request: Request, peer: Deno.NetAddr): Promise<Response> {
     const path = new URL(request.url).pathname;
     try {

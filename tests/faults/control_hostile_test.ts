@@ -2,8 +2,8 @@
 // on the admin endpoint's HTTP server, so the same hostile HTTP must get the
 // same answers, and nothing sent to it may stall a poem's clients, leak, or
 // keep the process from exiting. All traffic stays on loopback: the check
-// that refuses peers off loopback is unit-tested (tests/control/toxics_test.ts,
-// isLoopback), since no test here can be such a peer.
+// that refuses peers off loopback is tested by calling the API with such a
+// peer (tests/control/control_test.ts), since no test here can be one.
 
 import assert from "node:assert/strict";
 import {
