@@ -26,7 +26,7 @@
 export { serve } from "./server/server.ts";
 export { PoetryServer } from "./server/server.ts";
 export type { ListenerSettings, ServeOptions } from "./server/options.ts";
-export type { OtherDrains, ShutdownSummary } from "./server/summary.ts";
+export type { FaultsApplied, OtherDrains, ShutdownSummary } from "./server/summary.ts";
 export {
   PoemListener,
   type PoemListenerOptions,

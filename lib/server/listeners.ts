@@ -17,11 +17,12 @@ import { type Pace, PaceWheel } from "../core/pace.ts";
 import { Poem } from "../core/poem.ts";
 import type { ConnectionCap } from "../core/cap.ts";
 import { FaultFactory, ListenerFaults } from "../fixture/fault_plan.ts";
-import { type Fault, parseFault } from "../fixture/fault_spec.ts";
+import { type Fault, FAULT_NAMES, parseFault } from "../fixture/fault_spec.ts";
 import { ResettableListener } from "../fixture/reset_listener.ts";
 import { AccessFactory, AccessList } from "../policies/access.ts";
 import { ProxyHeaderFactory } from "../policies/proxied.ts";
 import type { ListenerSettings, ServeOptions } from "./options.ts";
+import type { FaultsApplied, ShutdownSummary } from "./summary.ts";
 
 const log = getLogger(["poetry", "server"]);
 
@@ -122,6 +123,28 @@ export function applyPaceAndFaults(
   state.options.faults = parsed?.length ? new ListenerFaults(parsed, state.seed, delay) : undefined;
 }
 
+/**
+ * Gives a running listener new faults for the clients that come next;
+ * its sequence starts again from its seed.
+ * @throws {UsageError} for a malformed fault, or a reset on a listener that
+ * cannot send one.
+ */
+export function setListenerFaults(
+  listener: PoemListener,
+  state: ListenerState,
+  faults: (string | Fault)[],
+  wheels: Map<number, PaceWheel>,
+): void {
+  const next = { ...state, options: { ...state.options } };
+  applyPaceAndFaults(next, state.pace, faults, wheels);
+  if (next.options.faults?.resets && !state.resettable) {
+    throw new UsageError("a reset needs a listener started with one (or --control)");
+  }
+  Object.assign(state.options, next.options);
+  listener.factory = factoryFor(state.options);
+  logFaults(listener, state, "Reconfigured");
+}
+
 /** Logs a listener's faults at start, or what a reconfigure made of them. */
 export function logFaults(listener: PoemListener, state: ListenerState, verb = "Faults"): void {
   const faults = state.options.faults;
@@ -149,6 +172,40 @@ export function faultSpecs(faults: ListenerFaults | undefined): string[] {
   return (faults?.faults ?? []).map((f) =>
     f.probability < 1 ? `${f.label},probability=${f.probability}` : f.label
   );
+}
+
+/**
+ * A listener's faults applied so far, by fault name, in the order of the
+ * fault table: each fault it has now (0 before a transfer gets it), and
+ * each its transfers got (a reload may have dropped it since).
+ */
+export function faultsApplied(
+  listener: PoemListener,
+  faults: ListenerFaults | undefined,
+): FaultsApplied {
+  const names = new Set([
+    ...(faults?.faults ?? []).map((f) => f.name),
+    ...listener.faultsApplied.keys(),
+  ]);
+  const order = (name: string) => {
+    const i = (FAULT_NAMES as readonly string[]).indexOf(name);
+    return i < 0 ? FAULT_NAMES.length : i;
+  };
+  return Object.fromEntries(
+    [...names].sort((a, b) => order(a) - order(b))
+      .map((name) => [name, listener.faultsApplied.get(name) ?? 0]),
+  );
+}
+
+/** One listener's part of a shutdown's summary. */
+export function listenerSummary(listener: PoemListener): ShutdownSummary {
+  return {
+    ...listener.counts,
+    acceptErrors: listener.acceptErrors,
+    badProxyHeaders: listener.badProxyHeaders,
+    timedOut: false,
+    faultsApplied: faultsApplied(listener, undefined),
+  };
 }
 
 /**

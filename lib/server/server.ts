@@ -9,26 +9,35 @@ import { getLogger } from "@logtape/logtape";
 import { formatAddress } from "../base/address.ts";
 import { StartupError, UsageError } from "../base/errors.ts";
 import { ConnectionCap, NestedCap } from "../core/cap.ts";
-import { COUNTED, PoemListener } from "../core/listener.ts";
+import { PoemListener } from "../core/listener.ts";
 import type { PaceWheel } from "../core/pace.ts";
 import { loadPoems, type Poem } from "../core/poem.ts";
 import { type Fault, randomSeed } from "../fixture/fault_spec.ts";
 import { ResettableListener } from "../fixture/reset_listener.ts";
 import { SharedCap } from "../policies/shared_cap.ts";
 import {
-  applyPaceAndFaults,
   factoryFor,
+  faultsApplied,
   faultSpecs,
   type ListenerState,
   listenerState,
+  listenerSummary,
   listenOrExplain,
   logFaults,
   openListener,
+  setListenerFaults,
 } from "./listeners.ts";
 import type { ListenerSettings, ServeOptions } from "./options.ts";
 import { reconfigureListeners } from "./reconfigure.ts";
 import { PoemRereads } from "./reload.ts";
-import { addSummaries, type OtherDrains, type ShutdownSummary } from "./summary.ts";
+import {
+  addSummaries,
+  type FaultsApplied,
+  faultsText,
+  type OtherDrains,
+  outcomesText,
+  type ShutdownSummary,
+} from "./summary.ts";
 
 const log = getLogger(["poetry", "server"]);
 
@@ -260,8 +269,7 @@ export class PoetryServer {
   }
 
   /**
-   * Starts one more listener at run time (the control endpoint's new proxy),
-   * on `settings.iface` and `settings.port`; its poem must be loaded.
+   * Starts one more listener at run time (a new proxy of `--control`); its poem must be loaded.
    * @throws {StartupError} or {UsageError} when it cannot listen.
    */
   async addListener(settings: ListenerSettings): Promise<PoemListener> {
@@ -293,8 +301,7 @@ export class PoetryServer {
   }
 
   /**
-   * Listens again on a closed listener's address with its settings; the new
-   * listener takes its place in {@linkcode listeners}.
+   * Listens again on a closed listener's address with its settings, in its place.
    * @throws {StartupError} when the address is taken meanwhile.
    */
   async reopenListener(listener: PoemListener): Promise<PoemListener> {
@@ -316,14 +323,7 @@ export class PoetryServer {
   setFaults(listener: PoemListener, faults: (string | Fault)[]): void {
     const state = this.#settings[this.#listeners.indexOf(listener)];
     if (!state) throw new UsageError("this listener is not one of the server's");
-    const next = { ...state, options: { ...state.options } };
-    applyPaceAndFaults(next, state.pace, faults, this.#wheels);
-    if (next.options.faults?.resets && !state.resettable) {
-      throw new UsageError("a reset needs a listener started with one (or --control)");
-    }
-    Object.assign(state.options, next.options);
-    listener.factory = factoryFor(state.options);
-    logFaults(listener, state, "Reconfigured");
+    setListenerFaults(listener, state, faults, this.#wheels);
   }
 
   /** Opens a listener's socket and starts serving it. */
@@ -334,15 +334,12 @@ export class PoetryServer {
     return listener;
   }
 
-  /**
-   * Keeps a closed listener until its transfers in flight have ended (at
-   * most a timer's longest wait, some 24 days), then only its counts.
-   */
+  /** Keeps a closed listener until its transfers end (at most a timer's ~24 days), then its counts. */
   #retire(listener: PoemListener): void {
     this.#retired.add(listener);
     listener.drain(2_147_483).then(() => {
       if (this.draining || !this.#retired.delete(listener)) return;
-      this.#retiredCounts = addSummaries([this.#retiredCounts, summaryOf(listener)]);
+      this.#retiredCounts = addSummaries([this.#retiredCounts, listenerSummary(listener)]);
     });
   }
 
@@ -399,6 +396,16 @@ export class PoetryServer {
     return faultSpecs(this.#settings[index]?.options.faults);
   }
 
+  /** Listener `index`'s transfers by the faults they got, its faults now listed with 0 too. */
+  faultsApplied(index: number): FaultsApplied {
+    return faultsApplied(this.listeners[index], this.#settings[index]?.options.faults);
+  }
+
+  /** The run's `--seed`, which the log shows: each listener's faults draw from it. */
+  get seed(): number {
+    return this.#settings[0]?.runSeed ?? 0;
+  }
+
   /** Seconds {@linkcode PoetryServer.shutdown} lets transfers finish unless told otherwise. */
   get drainTimeout(): number {
     return this.#drainTimeout;
@@ -431,27 +438,23 @@ export class PoetryServer {
     await Promise.all(this.#serving);
     for (const wheel of this.#wheels.values()) wheel.clear();
     const summary = addSummaries([
-      ...all.map(summaryOf),
+      ...this.#listeners.map((l, i) => ({
+        ...listenerSummary(l),
+        faultsApplied: this.faultsApplied(i),
+      })),
+      ...[...this.#retired].map(listenerSummary),
       this.#retiredCounts,
       ...(others ? await others.done : []),
     ]);
     summary.timedOut ||= cut.some((n) => n > 0);
     // The same words as the per-connection records.
-    const totals = COUNTED.map((key) => `${summary[key]} ${key}`);
+    let totals = outcomesText(summary, summary.faultsApplied);
     if (this.listeners.some((l) => l.proxyProtocol)) {
-      totals.push(`${summary.badProxyHeaders} bad PROXY header`);
+      totals += `, ${summary.badProxyHeaders} bad PROXY header`;
     }
-    log.info("Shut down: {totals}.", { totals: totals.join(", "), ...summary });
+    const faults = faultsText(summary.faultsApplied);
+    if (faults) totals += `; ${faults}`;
+    log.info("Shut down: {totals}.", { totals, ...summary });
     return summary;
   }
-}
-
-/** One listener's part of a shutdown's summary. */
-function summaryOf(listener: PoemListener): ShutdownSummary {
-  return {
-    ...listener.counts,
-    acceptErrors: listener.acceptErrors,
-    badProxyHeaders: listener.badProxyHeaders,
-    timedOut: false,
-  };
 }

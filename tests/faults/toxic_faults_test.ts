@@ -138,9 +138,9 @@ Deno.test("toxic faults: each as declared, over real TCP; the bytes exact where 
 
     // The records: the cuts as the existing ones, with their faults.
     const log = await server.waitForLines(/Faults: /, names.length - 2, 10_000);
-    assert.match(log, /got at most \d+ of 12000 bytes .* completed\. Faults: reset-at=1\./);
-    assert.match(log, /got at most 0 of 12000 bytes .* completed\. Faults: reset-at=0\./);
-    assert.match(log, /got 0 of 12000 bytes .* completed\. Faults: timeout=1\./);
+    assert.match(log, /got at most \d+ of 12000 bytes .* faulted\. Faults: reset-at=1\./);
+    assert.match(log, /got at most 0 of 12000 bytes .* faulted\. Faults: reset-at=0\./);
+    assert.match(log, /got 0 of 12000 bytes .* faulted\. Faults: timeout=1\./);
     assert.match(log, /got 12000 of 12000 bytes .* completed\. Faults: bandwidth=4000\./);
     assert.match(log, /got 12000 of 12000 bytes .* completed\. Faults: latency=0\.5\./);
     assert.doesNotMatch(log, /timed out|client left/);
@@ -169,10 +169,10 @@ Deno.test("toxic faults: timeout=0 sends nothing and stays open; SIGTERM ends it
     assert.ok(ended === null || ended instanceof Deno.errors.ConnectionReset, `ended: ${ended}`);
     assert.ok(ms < 6000, `ended ${ms} ms after SIGTERM (drain timeout 1 s)`);
     assert.equal((await status).code, 0);
-    assert.match(server.stderr(), /got 0 of 12000 bytes .* cut short\. Faults: timeout=0\./);
+    assert.match(server.stderr(), /got 0 of 12000 bytes .* faulted\. Faults: timeout=0\./);
     assert.match(
       server.stderr(),
-      /Shut down: 0 completed, 0 client left, 0 timed out, 1 cut short/,
+      /Shut down: 0 completed, 1 faulted, 0 client left, 0 timed out, 0 cut short, .*; faults applied: 1 timeout\./,
     );
     console.log(`timeout=0: open after 2 s; ended ${Math.round(ms)} ms after SIGTERM`);
   } finally {
@@ -205,11 +205,28 @@ Deno.test("toxic faults: the same --seed draws the same latencies and chunk size
   console.log(
     JSON.stringify({ seed7: a, again: b, seed8: c }, (k, v) => k === "first" ? Math.round(v) : v),
   );
-  assert.deepEqual(b.map((r) => r.sizes), a.map((r) => r.sizes));
-  assert.notDeepEqual(c.map((r) => r.sizes), a.map((r) => r.sizes));
+  // Where the chunks end, as offsets in the poem. A reader late by more than
+  // the chunk delay (a loaded machine) reads two chunks as one and loses an
+  // offset, so runs are compared by the offsets they share: the same seed
+  // shares most of them; another seed, next to none (12,000 possible places).
+  const shared = (x: typeof a, y: typeof a) => {
+    let both = 0, fewest = 0;
+    x.forEach((run, i) => {
+      const offsets = (r: { sizes: number[] }) =>
+        new Set(
+          r.sizes.slice(0, -1).map((_, k) => r.sizes.slice(0, k + 1).reduce((s, n) => s + n)),
+        );
+      const [ox, oy] = [offsets(run), offsets(y[i])];
+      both += [...ox].filter((o) => oy.has(o)).length;
+      fewest += Math.min(ox.size, oy.size);
+    });
+    return both / fewest;
+  };
+  assert.ok(shared(a, b) >= 0.6, `seed 7 twice shares ${shared(a, b)} of the chunk ends`);
+  assert.ok(shared(a, c) < 0.3, `seeds 7 and 8 share ${shared(a, c)} of the chunk ends`);
   // The first byte waits the drawn latency (0.1-0.9 s): the same draw, give or take the load.
   for (let i = 0; i < a.length; i++) {
     assert.ok(a[i].first >= 90 && b[i].first >= 90);
-    assert.ok(Math.abs(a[i].first - b[i].first) < 250, `first bytes ${a[i].first}, ${b[i].first}`);
+    assert.ok(Math.abs(a[i].first - b[i].first) < 400, `first bytes ${a[i].first}, ${b[i].first}`);
   }
 });
