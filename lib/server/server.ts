@@ -282,10 +282,7 @@ export class PoetryServer {
     return listener;
   }
 
-  /**
-   * Closes a listener: new clients are refused, transfers in flight finish
-   * (drained at shutdown). `remove` takes it out of {@linkcode listeners}.
-   */
+  /** Closes a listener to new clients; transfers in flight finish. `remove`: out of the list too. */
   closeListener(listener: PoemListener, { remove = false } = {}): void {
     listener.close();
     const i = this.#listeners.indexOf(listener);
