@@ -11,6 +11,7 @@ import { EXIT_RUNTIME, PoetryError } from "./lib/base/errors.ts";
 import { escapeControl } from "./lib/base/log_format.ts";
 import { flushLogs, setupLogging, writeInBackground } from "./lib/base/log.ts";
 import { VERSION } from "./lib/base/version.ts";
+import { ControlEndpoint } from "./lib/control/control.ts";
 import { randomSeed } from "./lib/fixture/fault_spec.ts";
 import { AdminEndpoint } from "./lib/observe/admin.ts";
 import { PoetryMetrics } from "./lib/observe/metrics.ts";
@@ -73,11 +74,13 @@ async function main(args: string[]): Promise<number> {
   const group = new ServerGroup(server, workers, {
     stats,
     metrics,
-    reload: cli.config === undefined
+    // Under --control the endpoint owns the faults: SIGHUP re-reads the poems only.
+    reload: cli.config === undefined || cli.control
       ? undefined
       : () => reloadConfig(server, cli.config!, cli.serve),
   });
   let admin: AdminEndpoint | undefined;
+  let control: ControlEndpoint | undefined;
   try {
     await workers?.join(server, {
       poems,
@@ -89,7 +92,15 @@ async function main(args: string[]): Promise<number> {
     if (cli.admin && metrics) {
       admin = AdminEndpoint.start(group, { ...cli.admin, metrics, iface: cli.serve.iface });
     }
+    if (cli.control) {
+      control = ControlEndpoint.start(server, {
+        ...cli.control,
+        iface: cli.serve.iface,
+        config: cli.config,
+      });
+    }
   } catch (err) {
+    await admin?.shutdown();
     await group.shutdown(0);
     throw err;
   }
@@ -97,6 +108,7 @@ async function main(args: string[]): Promise<number> {
     try {
       await portsFile.write(server);
     } catch (err) {
+      await Promise.all([admin?.shutdown(), control?.shutdown()]);
       await group.shutdown(0);
       throw err;
     }
@@ -122,6 +134,7 @@ async function main(args: string[]): Promise<number> {
   portsFile?.remove();
   // /healthz said 503 through the drain; now nothing is left to report.
   await admin?.shutdown();
+  await control?.shutdown();
   return 0;
 }
 

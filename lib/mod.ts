@@ -71,6 +71,7 @@ export {
   type FaultValueKind,
   parseFault,
 } from "./fixture/fault_spec.ts";
+export { ControlEndpoint, type ControlOptions } from "./control/control.ts";
 
 // Errors and the version
 export { PoetryError, StartupError, UsageError } from "./base/errors.ts";

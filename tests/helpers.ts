@@ -448,6 +448,16 @@ export async function adminUrl(server: RunningServer): Promise<string> {
   return /Admin endpoint on (http:\/\/\S+\/)/.exec(stderr)![1];
 }
 
+/**
+ * The control endpoint's base URL without the trailing slash (as Toxiproxy
+ * clients take it), from the log line `Control endpoint (Toxiproxy API) on
+ * http://127.0.0.1:8474/ ...`.
+ */
+export async function controlUrl(server: RunningServer): Promise<string> {
+  const stderr = await server.waitForStderr(/Control endpoint \(Toxiproxy API\) on http:\/\/\S+\//);
+  return /Control endpoint \(Toxiproxy API\) on (http:\/\/\S+)\//.exec(stderr)![1];
+}
+
 /** GETs a URL and returns the status and body as text. */
 export async function httpGet(
   url: string,

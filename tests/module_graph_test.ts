@@ -16,6 +16,7 @@ const LAYERS: [prefix: string, layer: number][] = [
   ["lib/server/", 3],
   ["lib/observe/", 4],
   ["lib/service/", 5],
+  ["lib/control/", 5],
   ["lib/scale/", 6],
   ["lib/mod.ts", 7],
   ["cli/", 7],
