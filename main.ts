@@ -21,7 +21,7 @@ import { holdReloadSignals, holdStopSignals, runAsService } from "./lib/service/
 
 // Load on use: start-up is mostly loading modules, so what only some runs
 // use is imported when a run asks for it (issue 19; the costs measured are
-// in docs/operations.md). String literals, so that `deno compile` embeds
+// in docs/benchmark.md, "Start-up"). String literals, so that `deno compile` embeds
 // these modules and `deno info` (and the layering test) still sees them.
 const onUse = {
   config: () => import("./lib/service/config.ts"),
