@@ -9,7 +9,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { UsageError } from "../lib/base/errors.ts";
 import { parseCidr } from "../lib/policies/access.ts";
 import type { ServeOptions } from "../lib/server/options.ts";
-import { parseFault } from "../lib/fixture/fault_spec.ts";
+import { FAULTS, parseFault } from "../lib/fixture/fault_spec.ts";
 import { closest } from "./suggest.ts";
 import type { LogFormat } from "../lib/base/log_format.ts";
 import type { LogLevelName } from "../lib/base/log.ts";
@@ -57,6 +57,33 @@ export interface CommandLine {
   help: boolean;
   /** `--version` was given: print the version and exit. */
   version: boolean;
+}
+
+/**
+ * The faults' lines of `--help`, from the table that drives the parser: each
+ * spec, then what it does wrapped to 80 columns. Wrapped by hand: neither
+ * Deno nor node: has a word wrap, and the text is ours and short.
+ */
+function faultLines(): string {
+  const [indent, column, width] = [26, 47, 80];
+  const lines: string[] = [];
+  for (const { usage, help } of FAULTS) {
+    let line = " ".repeat(indent) + usage;
+    if (line.length >= column - 1 && help) {
+      lines.push(line);
+      line = "";
+    }
+    for (const word of help.split(" ").filter(Boolean)) {
+      if (line.length <= column - 1) line = line.padEnd(column) + word;
+      else if (line.length + 1 + word.length <= width) line += ` ${word}`;
+      else {
+        lines.push(line);
+        line = " ".repeat(column) + word;
+      }
+    }
+    lines.push(line);
+  }
+  return lines.join("\n");
 }
 
 /**
@@ -110,16 +137,7 @@ Options:
 Testing clients (faults on purpose; see the README, "Testing your client"):
   --fault SPEC          misbehave on purpose (repeatable); SPEC is
                         NAME=VALUE[,probability=P] or refuse[,probability=P]:
-                          close-after=BYTES    then close normally (short poem)
-                          reset-after=BYTES    then reset (a real TCP RST); at
-                                               most BYTES arrive: the RST drops
-                                               what was not sent yet
-                          stall-after=BYTES    then send nothing, stay open
-                          first-byte-delay=SECONDS
-                          jitter=SECONDS       slow mode: add 0..S to each pause
-                          chunks=MIN-MAX       writes of random sizes
-                          close-delay=SECONDS  stay open after the last byte
-                          refuse               close at once, without a byte
+${faultLines()}
   --seed N              make every random choice of the faults repeatable
                         (default: random, logged)
   --config FILE         listeners with their own poem, port, pace, faults,

@@ -243,6 +243,33 @@ export async function readTimed(
   return { bytes: concat(parts), arrivals, ms: performance.now() - started };
 }
 
+/**
+ * Like {@linkcode readTimed}, to the end of the stream, and says how the
+ * stream ended: `eof`, or `reset` (ECONNRESET), a faulty server's two ends.
+ */
+export async function readToEnd(
+  address: PoemAddress,
+): Promise<{ bytes: Uint8Array; arrivals: number[]; ms: number; end: "eof" | "reset" }> {
+  const conn = await Deno.connect({ ...address, transport: "tcp" });
+  const started = performance.now();
+  const parts: Uint8Array[] = [];
+  const arrivals: number[] = [];
+  const buffer = new Uint8Array(64 * 1024);
+  let end: "eof" | "reset" = "eof";
+  try {
+    for (let n; (n = await conn.read(buffer)) !== null;) {
+      parts.push(buffer.slice(0, n));
+      arrivals.push(performance.now() - started);
+    }
+  } catch (err) {
+    if (!(err instanceof Deno.errors.ConnectionReset)) throw err;
+    end = "reset";
+  } finally {
+    conn.close();
+  }
+  return { bytes: concat(parts), arrivals, ms: performance.now() - started, end };
+}
+
 /** Joins byte arrays. */
 export function concat(parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));

@@ -16,9 +16,10 @@ import type { PoemListener, PoemListenerOptions } from "../core/listener.ts";
 import { type Pace, PaceWheel } from "../core/pace.ts";
 import type { Poem } from "../core/poem.ts";
 import { FaultFactory, ListenerFaults } from "../fixture/fault_plan.ts";
-import { type Fault, parseFault } from "../fixture/fault_spec.ts";
+import { type Fault, FAULT_NAMES, parseFault } from "../fixture/fault_spec.ts";
 import { AccessFactory, AccessList } from "../policies/access.ts";
 import { ProxyHeaderFactory } from "../policies/proxied.ts";
+import type { FaultsApplied } from "./summary.ts";
 
 const log = getLogger(["poetry", "server"]);
 
@@ -104,6 +105,29 @@ export function logFaults(listener: PoemListener, state: ListenerState, verb = "
 export function faultSpecs(faults: ListenerFaults | undefined): string[] {
   return (faults?.faults ?? []).map((f) =>
     f.probability < 1 ? `${f.label},probability=${f.probability}` : f.label
+  );
+}
+
+/**
+ * A listener's faults applied so far, by fault name, in the order of the
+ * fault table: each fault it has now (0 before a transfer gets it), and
+ * each its transfers got (a reload may have dropped it since).
+ */
+export function faultsApplied(
+  listener: PoemListener,
+  faults: ListenerFaults | undefined,
+): FaultsApplied {
+  const names = new Set([
+    ...(faults?.faults ?? []).map((f) => f.name),
+    ...listener.faultsApplied.keys(),
+  ]);
+  const order = (name: string) => {
+    const i = (FAULT_NAMES as readonly string[]).indexOf(name);
+    return i < 0 ? FAULT_NAMES.length : i;
+  };
+  return Object.fromEntries(
+    [...names].sort((a, b) => order(a) - order(b))
+      .map((name) => [name, listener.faultsApplied.get(name) ?? 0]),
   );
 }
 

@@ -9,7 +9,7 @@ import { getLogger } from "@logtape/logtape";
 import { formatAddress } from "../base/address.ts";
 import { StartupError, UsageError } from "../base/errors.ts";
 import { ConnectionCap, NestedCap } from "../core/cap.ts";
-import { COUNTED, PoemListener } from "../core/listener.ts";
+import { PoemListener } from "../core/listener.ts";
 import type { PaceWheel } from "../core/pace.ts";
 import { loadPoems, Poem } from "../core/poem.ts";
 import { randomSeed } from "../fixture/fault_spec.ts";
@@ -19,6 +19,7 @@ import {
   accessFor,
   applyPaceAndFaults,
   factoryFor,
+  faultsApplied,
   faultSpecs,
   type ListenerState,
   listenOrExplain,
@@ -26,7 +27,14 @@ import {
 } from "./listeners.ts";
 import type { ListenerSettings, ServeOptions } from "./options.ts";
 import { PoemRereads } from "./reload.ts";
-import { addSummaries, type OtherDrains, type ShutdownSummary } from "./summary.ts";
+import {
+  addSummaries,
+  type FaultsApplied,
+  faultsText,
+  type OtherDrains,
+  outcomesText,
+  type ShutdownSummary,
+} from "./summary.ts";
 
 const log = getLogger(["poetry", "server"]);
 
@@ -302,7 +310,9 @@ export class PoetryServer {
           this.#wheels,
         );
         if (next.options.faults?.resets && !state.resettable) {
-          throw new UsageError("reset-after needs a restart: this listener was started without it");
+          throw new UsageError(
+            "reset-after and reset-at need a restart: this listener was started without them",
+          );
         }
         const after = next.options.faults?.faults.map((f) => f.label + f.probability).join();
         const access = accessFor(own, defaults);
@@ -375,6 +385,16 @@ export class PoetryServer {
     return faultSpecs(this.#settings[index]?.options.faults);
   }
 
+  /** Listener `index`'s transfers by the faults they got, its faults now listed with 0 too. */
+  faultsApplied(index: number): FaultsApplied {
+    return faultsApplied(this.listeners[index], this.#settings[index]?.options.faults);
+  }
+
+  /** The run's `--seed`, which the log shows: each listener's faults draw from it. */
+  get seed(): number {
+    return this.#settings[0]?.runSeed ?? 0;
+  }
+
   /** Seconds {@linkcode PoetryServer.shutdown} lets transfers finish unless told otherwise. */
   get drainTimeout(): number {
     return this.#drainTimeout;
@@ -406,21 +426,24 @@ export class PoetryServer {
     await Promise.all(this.#serving);
     for (const wheel of this.#wheels.values()) wheel.clear();
     const summary = addSummaries([
-      ...this.listeners.map((l) => ({
+      ...this.listeners.map((l, i) => ({
         ...l.counts,
         acceptErrors: l.acceptErrors,
         badProxyHeaders: l.badProxyHeaders,
         timedOut: false,
+        faultsApplied: this.faultsApplied(i),
       })),
       ...(others ? await others.done : []),
     ]);
     summary.timedOut ||= cut.some((n) => n > 0);
     // The same words as the per-connection records.
-    const totals = COUNTED.map((key) => `${summary[key]} ${key}`);
+    let totals = outcomesText(summary, summary.faultsApplied);
     if (this.listeners.some((l) => l.proxyProtocol)) {
-      totals.push(`${summary.badProxyHeaders} bad PROXY header`);
+      totals += `, ${summary.badProxyHeaders} bad PROXY header`;
     }
-    log.info("Shut down: {totals}.", { totals: totals.join(", "), ...summary });
+    const faults = faultsText(summary.faultsApplied);
+    if (faults) totals += `; ${faults}`;
+    log.info("Shut down: {totals}.", { totals, ...summary });
     return summary;
   }
 }

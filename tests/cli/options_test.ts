@@ -125,3 +125,16 @@ Deno.test("options: --proxy-protocol is off unless given, and takes no value", (
       err instanceof UsageError && /--proxy-protocol does not take a value/.test(err.message),
   );
 });
+
+Deno.test("options: --help lists every fault of the table, in its order, within 80 columns", async () => {
+  const { USAGE } = await import("../../cli/options.ts");
+  const { FAULTS } = await import("../../lib/fixture/fault_spec.ts");
+  let at = 0;
+  for (const { usage } of FAULTS) {
+    const found = USAGE.indexOf(`  ${usage}`, at);
+    assert.ok(found > at, `${usage} in --help, after the one before`);
+    at = found;
+  }
+  const section = USAGE.slice(USAGE.indexOf("--fault SPEC"), USAGE.indexOf("--seed N"));
+  for (const line of section.split("\n")) assert.ok(line.length <= 80, line);
+});
