@@ -190,7 +190,13 @@ export async function runServer(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const timeout = setTimeout(() => process.kill("SIGKILL"), options.timeoutMs ?? 15_000);
+  const timeout = setTimeout(() => {
+    try {
+      process.kill("SIGKILL");
+    } catch {
+      // Exited just now, before `output()` settled.
+    }
+  }, options.timeoutMs ?? 15_000);
   const { code, stdout, stderr } = await process.output();
   clearTimeout(timeout);
   const decoder = new TextDecoder();

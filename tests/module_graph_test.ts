@@ -104,6 +104,25 @@ Deno.test("module graph: every import points down the layers", () => {
   }
 });
 
+Deno.test("module graph: what main.ts loads on use is in its graph, and checked", () => {
+  // Its dynamic import()s (issue 19): deno info lists them as dependencies,
+  // so the checks above cover them, and `deno compile` embeds them.
+  const main = graphs[ENTRY_POINTS.indexOf("main.ts")];
+  for (
+    const module of [
+      "lib/service/config.ts",
+      "lib/service/ports_file.ts",
+      "lib/observe/metrics.ts",
+      "lib/observe/admin.ts",
+      "lib/scale/workers.ts",
+      "lib/control/control.ts",
+    ]
+  ) {
+    assert.ok(main.get("main.ts")?.has(module), `main.ts -> ${module}`);
+    assert.ok(main.has(module), `${module} in the graph of main.ts`);
+  }
+});
+
 Deno.test("module graph: the checks find a cycle and an upward import when there is one", () => {
   const graph: Graph = new Map([
     ["lib/core/sender.ts", new Set(["lib/core/listener.ts"])],
