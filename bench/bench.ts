@@ -151,6 +151,18 @@ const servers: Server[] = [
   { name: "bare Deno + linger", modes: ["fetch"], command: bareDeno(["linger"]) },
   { name: "poetry", command: poetry(`${ROOT}main.ts`) },
   { name: "poetry (warning)", command: poetry(`${ROOT}main.ts`, ["--log-level", "warning"]) },
+  // V8's young generation grows to 16 MiB semi-spaces under slow mode's
+  // allocation; this row shows what a 2 MiB cap (DENO_V8_FLAGS, which a
+  // `deno compile --v8-flags` build can bake in) does to memory and CPU.
+  {
+    name: "poetry (semi-space 2 MiB)",
+    modes: ["slow"],
+    command: (poem, pace) => [
+      "env",
+      "DENO_V8_FLAGS=--max-semi-space-size=2",
+      ...poetry(`${ROOT}main.ts`)(poem, pace),
+    ],
+  },
   ...(flags.compare
     ? [{ name: `poetry @${flags.compare}`, command: poetry(`${flags.compare}/main.ts`) }]
     : []),

@@ -119,9 +119,13 @@ export function issue19(results: Result[], startup: Startup): Verdict[] {
     });
   }
   const big = "slow 500 B, 19k";
-  const [bp, bnode, bbare, bc] = ["poetry", "Node net", "bare Deno", "C epoll"].map((s) =>
-    get(big, s)
-  );
+  const [bp, bnode, bbare, bc, bsemi] = [
+    "poetry",
+    "Node net",
+    "bare Deno",
+    "C epoll",
+    "poetry (semi-space 2 MiB)",
+  ].map((s) => get(big, s));
   if (bp && bnode) {
     out.push({
       target: "19k slow clients at 10 B / 1 s: 100% of the rate, peak RSS <= Node's",
@@ -130,6 +134,10 @@ export function issue19(results: Result[], startup: Startup): Verdict[] {
         mib(bnode.rssPeakKiB)
       }${bbare ? `; bare Deno ${pct(bbare.delivered)}, ${mib(bbare.rssPeakKiB)}` : ""}${
         bc ? `; C ${mib(bc.rssPeakKiB)}` : ""
+      }${
+        bsemi
+          ? `; poetry with 2 MiB semi-spaces ${pct(bsemi.delivered)}, ${mib(bsemi.rssPeakKiB)}`
+          : ""
       }`,
     });
   }
