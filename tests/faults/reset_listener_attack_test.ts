@@ -6,7 +6,7 @@
 // The others check what docs/testing-clients.md promises instead.
 
 import assert from "node:assert/strict";
-import { concat, delay, makePoems, seededBytes, startServer } from "../helpers.ts";
+import { concat, connectOrReset, delay, makePoems, seededBytes, startServer } from "../helpers.ts";
 
 const linux = Deno.build.os === "linux";
 const POEM = seededBytes(1_000_000, 23);
@@ -91,22 +91,14 @@ interface Received {
   bytes: Uint8Array;
   /** `reset` for ECONNRESET, `eof` for a clean end of stream. */
   end: "reset" | "eof";
-  /** The client's own port, to find the server's record of it. */
   /** The client's port, to find its record; absent when the reset came during connect. */
   port?: number;
 }
 
 /** Reads until the connection ends, pausing `pauseMs` after each read of at most `chunk` bytes. */
 async function readUntilEnd(port: number, chunk = 64 * 1024, pauseMs = 0): Promise<Received> {
-  let conn: Deno.Conn;
-  try {
-    conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  } catch (err) {
-    // The RST can come before Deno.connect's promise settles (the server
-    // accepts, writes and resets within a millisecond): no bytes, a reset.
-    if (!(err instanceof Deno.errors.ConnectionReset)) throw err;
-    return { bytes: new Uint8Array(0), end: "reset" };
-  }
+  const conn = await connectOrReset({ hostname: "127.0.0.1", port });
+  if (conn === "reset") return { bytes: new Uint8Array(0), end: "reset" };
   const local = (conn.localAddr as Deno.NetAddr).port;
   const parts: Uint8Array[] = [];
   const buffer = new Uint8Array(chunk);

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import {
   adminUrl,
+  connectOrReset,
   delay,
   findProgram,
   httpGet,
@@ -31,17 +32,8 @@ interface Seen {
 
 /** Reads until the end of stream or a reset, as a client would. */
 async function fetchSeen(address: { hostname: string; port: number }): Promise<Seen> {
-  let conn: Deno.Conn;
-  try {
-    conn = await Deno.connect(address);
-  } catch (err) {
-    // A reset right after the handshake can fail Deno.connect itself (it
-    // asks for the peer's address once connected): still a reset, 0 bytes.
-    if (err instanceof Deno.errors.ConnectionReset || err instanceof Deno.errors.NotConnected) {
-      return { bytes: 0, end: "reset" };
-    }
-    throw err;
-  }
+  const conn = await connectOrReset(address);
+  if (conn === "reset") return { bytes: 0, end: "reset" };
   const port = (conn.localAddr as Deno.NetAddr).port;
   const buffer = new Uint8Array(4096);
   let bytes = 0;
