@@ -389,7 +389,9 @@ serviceTest("a second SIGINT 1.2 s after the first exits at once, with code 1", 
     await Promise.all(transfers);
     console.log(`second SIGINT to exit: ${ms.toFixed(0)} ms`);
     assert.equal(status.code, 1);
-    assert.ok(ms < 500, `exit took ${ms} ms`);
+    // "At once" against the drain's ~9 s still to go; a busy machine may take
+    // a second or two to deliver the signal and exit.
+    assert.ok(ms < 5000, `exit took ${ms} ms`);
     assert.match(server.stderr(), /Second signal/);
   } finally {
     await dir.cleanup();

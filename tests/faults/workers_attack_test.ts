@@ -389,7 +389,9 @@ attackTest(
       const status = await server.process.status;
       const ms = performance.now() - sent;
       assert.equal(status.code, 1);
-      assert.ok(ms < 1000, `exited ${Math.round(ms)} ms after the second SIGTERM`);
+      // "At once" against a drain of 3 MiB poems paced at 0.1 s, minutes away;
+      // a busy machine may take a second or two to deliver and exit.
+      assert.ok(ms < 5000, `exited ${Math.round(ms)} ms after the second SIGTERM`);
       await delay(100);
       const lines = server.stderr().split("\n").slice(0, -1);
       assert.deepEqual(lines.filter((line) => !RECORD.test(line)), []);
