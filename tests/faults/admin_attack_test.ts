@@ -54,9 +54,10 @@ attackTest("5,000 pipelined requests never read do not keep the process alive", 
     conn.write(encoder.encode(request.repeat(5000))).catch(() => {});
     await delay(1000);
     server.process.kill("SIGTERM");
-    const status = await exitWithin(server.process, 10_000);
+    // A process kept alive stays for ever: 30 s is only room for a busy machine.
+    const status = await exitWithin(server.process, 30_000);
     if (!status) server.process.kill("SIGKILL");
-    assert.ok(status, "still running 10 s after SIGTERM with an unread admin client");
+    assert.ok(status, "still running 30 s after SIGTERM with an unread admin client");
     assert.equal(status.code, 0, server.stderr());
     assert.match(server.stderr(), /Shut down:/);
   } finally {

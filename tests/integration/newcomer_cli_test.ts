@@ -12,6 +12,7 @@ import {
   ROOT,
   runServer,
   startServer,
+  WAIT_TIMEOUT_MS,
 } from "../helpers.ts";
 
 const posix = Deno.build.os !== "windows";
@@ -368,7 +369,7 @@ Deno.test({
       const reader = await Deno.connect({ hostname: "127.0.0.1", port: twice.port });
       await reader.read(new Uint8Array(1));
       twice.ctrlC();
-      const deadline = Date.now() + 10_000;
+      const deadline = Date.now() + WAIT_TIMEOUT_MS;
       while (!/draining/.test(twice.stderr()) && Date.now() < deadline) await delay(20);
       await delay(1300);
       twice.ctrlC();
