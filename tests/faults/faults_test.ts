@@ -658,7 +658,9 @@ faultTest(
         } ms`,
       );
       assert.equal(status.code, 0);
-      assert.ok(ms < 4000, `took ${ms} ms`);
+      // The 2 s drain timeout, not the parked client's transfer, which would
+      // never end; room for a busy machine.
+      assert.ok(ms < 15_000, `took ${ms} ms`);
     } finally {
       await server.stop();
       await huge.cleanup();

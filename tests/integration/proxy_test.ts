@@ -193,7 +193,9 @@ Deno.test("proxy protocol: at the cap, a silent client holds its slot only until
     const { client: silent } = await accepted(server, () => fetchAfter(address, ""));
     const waiting = await fetchAfter(address, v2Header(12, 40005));
     assert.deepEqual(waiting.bytes, EXPECTED);
-    assert.ok(waiting.ms > 2000 && waiting.ms < 6000, `served after ${waiting.ms} ms`);
+    // Not before the silent client's timeout (strict); after it, only "not
+    // never", with room for a busy machine.
+    assert.ok(waiting.ms > 2000 && waiting.ms < 15_000, `served after ${waiting.ms} ms`);
     assert.equal((await silent).bytes.length, 0);
   } finally {
     await server.stop();
