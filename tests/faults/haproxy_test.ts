@@ -184,7 +184,13 @@ Deno.test({
         await delay(20);
       }
       const all = await Promise.all([...early, ...late]);
-      for (const got of all) assert.deepEqual(got.bytes, bytes, `${got.client} got the whole poem`);
+      for (const got of all) {
+        assert.deepEqual(
+          got.bytes,
+          bytes,
+          `${got.client} got the whole poem; HAProxy:\n${balancerLog}`,
+        );
+      }
       const status = await poetry[0].stop();
       assert.equal(status.code, 0);
       const log1 = poetry[0].stderr();

@@ -53,7 +53,8 @@ function spawnServer(args: string[]) {
   const stderrDone = (async () => {
     for await (const text of process.stderr.pipeThrough(new TextDecoderStream())) stderr += text;
   })();
-  const killer = setTimeout(() => process.kill("SIGKILL"), 30_000);
+  // Only a hung test reaches it; a busy machine's slowest test takes ~20 s.
+  const killer = setTimeout(() => process.kill("SIGKILL"), 120_000);
   return {
     process,
     stderr: () => stderr,
@@ -172,10 +173,21 @@ attackTest(
       let stdout = "";
       while ((stdout.match(/\n/g) ?? []).length < 2) {
         const { value, done } = await lines.read();
-        if (done) throw new Error(`exited:\n${server.stderr()}`);
+        if (done) break;
         stdout += value;
       }
       lines.releaseLock();
+      if ((stdout.match(/\n/g) ?? []).length < 2) {
+        // A busy machine can start a worker only after the unlink: it then
+        // finds c.txt gone, and the server must stop with that one error line
+        // (not serve two poems on one port, not print a trace).
+        const status = await server.process.status;
+        assert.notEqual(status.code, 0, server.stderr());
+        assert.match(server.stderr(), /^error: poem not found: \S*c\.txt$/m);
+        assert.doesNotMatch(server.stderr(), /^\s+at |Stack backtrace|panicked/m);
+        console.log("  the workers started after the unlink: a clean refusal");
+        return;
+      }
       const [first, second] = [...stdout.matchAll(/Serving (\S+) on 127\.0\.0\.1:(\d+)\./g)];
       const seen = new Map<string, Set<string>>();
       for (const [, path, port] of [first, second]) {
