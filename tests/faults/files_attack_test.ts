@@ -49,7 +49,11 @@ async function runWatched(args: string[]) {
     if (maxRss > RSS_LIMIT_KIB) break;
     await delay(10);
   }
-  if (!ended) child.kill("SIGKILL");
+  try {
+    if (!ended) child.kill("SIGKILL");
+  } catch {
+    // Exited between the last look and the kill (a zombie has no VmRSS).
+  }
   const { code, stdout, stderr } = await output;
   const decoder = new TextDecoder();
   return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr), maxRss };

@@ -13,6 +13,7 @@ import {
   seededBytes,
   serverCommand,
   socketCount,
+  START_TIMEOUT_MS,
   startServer,
   WAIT_TIMEOUT_MS,
   waitForSockets,
@@ -284,7 +285,8 @@ serviceTest(
     const stdoutReader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
     let exited = false;
     const status = process.status.finally(() => exited = true);
-    const killer = setTimeout(() => process.kill("SIGKILL"), 20_000);
+    // Only a hang reaches it: 3000 poems take a busy machine 20 s and more.
+    const killer = setTimeout(() => process.kill("SIGKILL"), START_TIMEOUT_MS);
     try {
       // Signals sent before the runtime runs any code are fatal whatever it does;
       // a poem file open in the process shows that main() is loading the poems.
@@ -308,7 +310,7 @@ serviceTest(
       let sent = 0;
       const stormStart = performance.now();
       while (!exited && performance.now() - stormStart < 300) {
-        process.kill(sent === 10 ? "SIGUSR1" : "SIGHUP");
+        process.kill(sent === 1 ? "SIGUSR1" : "SIGHUP");
         sent++;
         await delay(5);
       }
@@ -336,10 +338,12 @@ serviceTest(
       );
       // Signals that arrived before the handlers were in are honoured once, after.
       if (!sawStderr) {
-        const deadline = performance.now() + 5000;
+        const deadline = performance.now() + WAIT_TIMEOUT_MS;
         while (!/while starting/.test(stderr) && performance.now() < deadline) await delay(20);
         assert.match(stderr, /Got SIGHUP while starting/);
-        assert.match(stderr, /Got SIGUSR1 while starting/);
+        // Sent second, it is usually held too; on a busy machine the start
+        // may be done by then, and it is answered as any SIGUSR1.
+        assert.match(stderr, /Got SIGUSR1 while starting|Got SIGUSR1, on which Deno opens/);
       }
       process.kill("SIGTERM");
       assert.equal((await status).code, 0, stderr);
