@@ -11,16 +11,27 @@ import { EXIT_RUNTIME, PoetryError } from "./lib/base/errors.ts";
 import { escapeControl } from "./lib/base/log_format.ts";
 import { flushLogs, setupLogging, writeInBackground } from "./lib/base/log.ts";
 import { VERSION } from "./lib/base/version.ts";
+import type { ControlEndpoint } from "./lib/control/control.ts";
 import { randomSeed } from "./lib/fixture/fault_spec.ts";
-import { AdminEndpoint } from "./lib/observe/admin.ts";
-import { PoetryMetrics } from "./lib/observe/metrics.ts";
+import type { AdminEndpoint } from "./lib/observe/admin.ts";
 import { ServerStats } from "./lib/observe/stats.ts";
 import { ServerGroup } from "./lib/scale/group.ts";
-import { WorkerPool } from "./lib/scale/workers.ts";
-import { serve } from "./lib/server/server.ts";
-import { combineConfig, loadConfig, reloadConfig } from "./lib/service/config.ts";
-import { PortsFile } from "./lib/service/ports_file.ts";
+import type { ServeOptions } from "./lib/server/options.ts";
+import { type PoetryServer, serve } from "./lib/server/server.ts";
 import { holdReloadSignals, holdStopSignals, runAsService } from "./lib/service/service.ts";
+
+// Load on use: start-up is mostly loading modules, so what only some runs
+// use is imported when a run asks for it (issue 19; the costs measured are
+// in docs/benchmark.md, "Start-up"). String literals, so that `deno compile` embeds
+// these modules and `deno info` (and the layering test) still sees them.
+const onUse = {
+  config: () => import("./lib/service/config.ts"),
+  portsFile: () => import("./lib/service/ports_file.ts"),
+  metrics: () => import("./lib/observe/metrics.ts"),
+  admin: () => import("./lib/observe/admin.ts"),
+  workers: () => import("./lib/scale/workers.ts"),
+  control: () => import("./lib/control/control.ts"),
+};
 
 async function main(args: string[]): Promise<number> {
   // First of all: until a handler is in, SIGHUP ends the process, and loading
@@ -38,19 +49,21 @@ async function main(args: string[]): Promise<number> {
   setupLogging({ level: cli.logLevel, format: cli.logFormat });
   // Before anything binds: a missing permission is an exit 2, not a server
   // that starts, serves and stops.
-  const portsFile = cli.portsFile === undefined ? undefined : PortsFile.check(cli.portsFile);
+  const portsFile = cli.portsFile === undefined
+    ? undefined
+    : (await onUse.portsFile()).PortsFile.check(cli.portsFile);
   // The samples sit beside this file: in the repository, or embedded in a
   // compiled binary with `deno compile --include poems`.
   const samples = cli.samples ? [`${import.meta.dirname}/poems`] : [];
   // Bytes sent are counted always (SIGUSR2 reports them); durations and
   // start times only for the admin endpoint.
   const stats = new ServerStats();
-  const metrics = cli.admin ? new PoetryMetrics(stats) : undefined;
+  const metrics = cli.admin ? new (await onUse.metrics()).PoetryMetrics(stats) : undefined;
   // With --config the file declares the listeners; see combineConfig for
   // how its settings and the command line's combine.
-  const config = cli.config === undefined ? undefined : await loadConfig(cli.config);
+  const config = cli.config === undefined ? undefined : await readConfig(cli.config, cli.serve);
   const poems = [...cli.poems, ...samples];
-  const combined = config ? combineConfig(config, cli.serve) : cli.serve;
+  const combined = config?.options ?? cli.serve;
   // With --workers, one seed for all of them (the one the log shows), and
   // the workers' threads started now, to load while the poems do.
   const many = cli.workers > 1;
@@ -59,7 +72,9 @@ async function main(args: string[]): Promise<number> {
     : combined;
   // Each POEM is one listener at least (a directory may give more).
   const listeners = poems.length + (combined.listeners?.length ?? 0);
-  const workers = many ? await WorkerPool.spawn(cli.workers - 1, { listeners }) : undefined;
+  const workers = many
+    ? await (await onUse.workers()).WorkerPool.spawn(cli.workers - 1, { listeners })
+    : undefined;
   // Held from just before the first listener serves until the service's own
   // handlers are in: a stop while the workers join drains, not kills.
   const stops = many ? holdStopSignals() : undefined;
@@ -73,11 +88,11 @@ async function main(args: string[]): Promise<number> {
   const group = new ServerGroup(server, workers, {
     stats,
     metrics,
-    reload: cli.config === undefined
-      ? undefined
-      : () => reloadConfig(server, cli.config!, cli.serve),
+    // Under --control the endpoint owns the faults: SIGHUP re-reads the poems only.
+    reload: cli.control ? undefined : config && (() => config.reload(server)),
   });
   let admin: AdminEndpoint | undefined;
+  let control: ControlEndpoint | undefined;
   try {
     await workers?.join(server, {
       poems,
@@ -87,9 +102,19 @@ async function main(args: string[]): Promise<number> {
       config: cli.config === undefined ? undefined : { path: cli.config, commandLine: cli.serve },
     });
     if (cli.admin && metrics) {
+      const { AdminEndpoint } = await onUse.admin();
       admin = AdminEndpoint.start(group, { ...cli.admin, metrics, iface: cli.serve.iface });
     }
+    if (cli.control) {
+      const { ControlEndpoint } = await onUse.control();
+      control = ControlEndpoint.start(server, {
+        ...cli.control,
+        iface: cli.serve.iface,
+        config: cli.config,
+      });
+    }
   } catch (err) {
+    await admin?.shutdown();
     await group.shutdown(0);
     throw err;
   }
@@ -97,6 +122,7 @@ async function main(args: string[]): Promise<number> {
     try {
       await portsFile.write(server);
     } catch (err) {
+      await Promise.all([admin?.shutdown(), control?.shutdown()]);
       await group.shutdown(0);
       throw err;
     }
@@ -122,7 +148,20 @@ async function main(args: string[]): Promise<number> {
   portsFile?.remove();
   // /healthz said 503 through the drain; now nothing is left to report.
   await admin?.shutdown();
+  await control?.shutdown();
   return 0;
+}
+
+/**
+ * `--config`: the file's settings combined with the command line's, and how
+ * a reload re-reads it.
+ */
+async function readConfig(path: string, commandLine: ServeOptions) {
+  const { combineConfig, loadConfig, reloadConfig } = await onUse.config();
+  return {
+    options: combineConfig(await loadConfig(path), commandLine),
+    reload: (server: PoetryServer) => reloadConfig(server, path, commandLine),
+  };
 }
 
 /**

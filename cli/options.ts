@@ -11,6 +11,8 @@ import { parseCidr } from "../lib/policies/access.ts";
 import type { ServeOptions } from "../lib/server/options.ts";
 import { parseFault } from "../lib/fixture/fault_spec.ts";
 import { closest } from "./suggest.ts";
+
+export { USAGE } from "./usage.ts";
 import type { LogFormat } from "../lib/base/log_format.ts";
 import type { LogLevelName } from "../lib/base/log.ts";
 
@@ -41,6 +43,11 @@ export interface CommandLine {
   samples: boolean;
   /** Where the admin endpoint (metrics, health, status page) listens; off when absent. */
   admin?: { hostname: string; port: number; names?: string[] };
+  /**
+   * Where the control endpoint (Toxiproxy's HTTP API) listens, and whether
+   * it answers peers off loopback; off when absent.
+   */
+  control?: { hostname: string; port: number; allowRemote: boolean };
   /** Seconds between stats records in the log; 0 is off. @default {0} */
   statsInterval: number;
   /** A `--config` file declaring the listeners, each with its own settings. */
@@ -58,95 +65,6 @@ export interface CommandLine {
   /** `--version` was given: print the version and exit. */
   version: boolean;
 }
-
-/**
- * Usage text for `--help`.
- *
- * @example
- * ```ts
- * import { USAGE } from "./options.ts";
- * console.log(USAGE);
- * ```
- */
-export const USAGE = `poetry: serve poems over TCP, fast or slow.
-
-Usage:
-  poetry [options] POEM...
-
-  POEM is a file, or a directory (every regular file in it, by name).
-  Each poem gets its own listener: the first on --port, the next on
-  --port + 1, and so on. A client connects, gets the poem, and is closed.
-
-Options:
-  --port N              port of the first listener (default: 0, any free port)
-  --iface HOST          address to listen on (default: localhost)
-  --num-bytes N         slow mode: bytes per write; needs --delay (default: 10)
-  --delay SECONDS       slow mode: pause between writes; 0 is fast mode
-                        (default: 0)
-  --max-connections N   accept at most N clients at once (default: no limit)
-  --write-timeout SECS  drop a client that takes no bytes for this long;
-                        0 disables (default: 30)
-  --drain-timeout SECS  on SIGINT/SIGTERM, let transfers finish this long
-                        (default: 10)
-  --allow CIDR          serve only these clients (repeatable)
-  --deny CIDR           never serve these clients (repeatable; wins over --allow)
-  --proxy-protocol      every connection starts with a PROXY protocol header
-                        (v1 or v2) from a load balancer; its client is the one
-                        --allow/--deny and the logs see (default: off)
-  --watch               re-read a poem when its file changes (SIGHUP always does)
-  --samples             also serve the sample poems shipped with the program
-  --admin HOST:PORT     serve /metrics (Prometheus), /healthz, /status.json
-                        and a live status page at / (default: off)
-  --admin-name NAME     a host name the admin endpoint answers to besides its
-                        address, IP literals and localhost (repeatable)
-  --stats-interval SECS write a stats record to the log this often; 0 is off
-                        (default: 0; SIGUSR2 writes one at any time)
-  --log-level LEVEL     debug, info, warning or error (default: info)
-  --log-format FORMAT   text or json, one record per line (default: text)
-  --workers N           serve with N threads, each accepting on every port
-                        (Linux; auto: one per core; default: 1); exits 1 if
-                        the open-file limit (ulimit -n) cannot hold them
-
-Testing clients (faults on purpose; see the README, "Testing your client"):
-  --fault SPEC          misbehave on purpose (repeatable); SPEC is
-                        NAME=VALUE[,probability=P] or refuse[,probability=P]:
-                          close-after=BYTES    then close normally (short poem)
-                          reset-after=BYTES    then reset (a real TCP RST); at
-                                               most BYTES arrive: the RST drops
-                                               what was not sent yet
-                          stall-after=BYTES    then send nothing, stay open
-                          first-byte-delay=SECONDS
-                          jitter=SECONDS       slow mode: add 0..S to each pause
-                          chunks=MIN-MAX       writes of random sizes
-                          close-delay=SECONDS  stay open after the last byte
-                          refuse               close at once, without a byte
-  --seed N              make every random choice of the faults repeatable
-                        (default: random, logged)
-  --config FILE         listeners with their own poem, port, pace, faults,
-                        allow/deny and cap, from a JSON-with-comments file
-                        (see examples/poetry.jsonc); no POEM arguments then
-  --ports-file PATH     once every listener is up, write their addresses as
-                        JSON ([{"poem", "host", "port", "listener", "faults"}])
-                        to PATH, atomically; removed at exit. Needs
-                        --allow-write and --allow-read on PATH's directory
-
-  -h, --help            show this help
-  -V, --version         show the version
-
-Examples:
-  poetry poems/                                 every poem, fast, any free ports
-  poetry --port 10000 poems/                    ports 10000, 10001, ...
-  poetry --port 10000 --num-bytes 30 --delay 0.5 poems/ode-to-the-socket.txt
-  poetry --iface ::1 --port 10000 poems/
-  poetry --samples                              the bundled poems (a release binary too)
-  poetry --admin 127.0.0.1:9100 poems/          metrics and a status page on port 9100
-  poetry --fault reset-after=100,probability=0.3 --seed 7 poems/a-short-one.txt
-  poetry --config examples/poetry.jsonc --ports-file /tmp/ports.json
-                                                (installed with --allow-write=/tmp)
-
-Exit codes: 0 ok, 1 failure at run time (port in use, open-file limit too low
-for --workers, ...), 2 bad input.
-`;
 
 const config = {
   allowPositionals: true,
@@ -167,6 +85,8 @@ const config = {
     admin: { type: "string" },
     "admin-name": { type: "string", multiple: true },
     "stats-interval": { type: "string" },
+    control: { type: "string" },
+    "control-allow-remote": { type: "boolean" },
     fault: { type: "string", multiple: true },
     seed: { type: "string" },
     config: { type: "string" },
@@ -269,7 +189,44 @@ export function parseCommandLine(args: string[]): CommandLine {
   }
   cli.statsInterval = seconds("--stats-interval", values["stats-interval"]) ?? 0;
   cli.workers = workers(values.workers);
+  cli.control = control(values.control, values["control-allow-remote"] ?? false, cli.workers);
+  // A toxic added at run time may reset: every listener must be able to.
+  if (cli.control) serve.resettable = true;
   return cli;
+}
+
+// The control endpoint changes one thread's listeners: with workers, the
+// others would go on serving the old faults (and a disabled proxy's port).
+function control(
+  text: string | undefined,
+  allowRemote: boolean,
+  workers: number,
+): CommandLine["control"] {
+  if (text === undefined) {
+    if (allowRemote) {
+      throw new UsageError(
+        "--control-allow-remote needs --control",
+        "add e.g. --control 127.0.0.1:8474",
+      );
+    }
+    return undefined;
+  }
+  const { hostname, port } = hostAndPort("--control", text);
+  if (workers > 1) {
+    throw new UsageError(
+      "--control does not work with --workers: a fault added through it would reach one thread's clients only",
+      "drop --workers (a client test needs one thread), or --control",
+    );
+  }
+  const loopback = hostname === "localhost" || /^127\.\d+\.\d+\.\d+$/.test(hostname) ||
+    hostname === "::1";
+  if (!loopback && !allowRemote) {
+    throw new UsageError(
+      `--control ${text} is off loopback: anyone who reaches it could fault every client`,
+      "use e.g. --control 127.0.0.1:8474, or add --control-allow-remote if you mean it",
+    );
+  }
+  return { hostname, port, allowRemote };
 }
 
 /** Most `--workers`: each is a V8 isolate of some 10 MiB, and 2 cores are common. */

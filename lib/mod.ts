@@ -26,7 +26,7 @@
 export { serve } from "./server/server.ts";
 export { PoetryServer } from "./server/server.ts";
 export type { ListenerSettings, ServeOptions } from "./server/options.ts";
-export type { OtherDrains, ShutdownSummary } from "./server/summary.ts";
+export type { FaultsApplied, OtherDrains, ShutdownSummary } from "./server/summary.ts";
 export {
   PoemListener,
   type PoemListenerOptions,
@@ -63,7 +63,15 @@ export { ServerStats, type StatsSnapshot } from "./observe/stats.ts";
 export { fetchPoem, parseAddress, type PoemAddress } from "./client.ts";
 
 // Faults on purpose
-export { type Fault, FAULT_NAMES, type FaultName, parseFault } from "./fixture/fault_spec.ts";
+export {
+  type Fault,
+  FAULT_NAMES,
+  type FaultName,
+  FAULTS,
+  type FaultValueKind,
+  parseFault,
+} from "./fixture/fault_spec.ts";
+export { ControlEndpoint, type ControlOptions } from "./control/control.ts";
 
 // Errors and the version
 export { PoetryError, StartupError, UsageError } from "./base/errors.ts";

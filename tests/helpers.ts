@@ -204,7 +204,13 @@ export async function runServer(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const timeout = setTimeout(() => process.kill("SIGKILL"), options.timeoutMs ?? START_TIMEOUT_MS);
+  const timeout = setTimeout(() => {
+    try {
+      process.kill("SIGKILL");
+    } catch {
+      // Exited just now, before `output()` settled.
+    }
+  }, options.timeoutMs ?? START_TIMEOUT_MS);
   const { code, stdout, stderr } = await process.output();
   clearTimeout(timeout);
   const decoder = new TextDecoder();
@@ -249,6 +255,33 @@ export async function readTimed(
     conn.close();
   }
   return { bytes: concat(parts), arrivals, ms: performance.now() - started };
+}
+
+/**
+ * Like {@linkcode readTimed}, to the end of the stream, and says how the
+ * stream ended: `eof`, or `reset` (ECONNRESET), a faulty server's two ends.
+ */
+export async function readToEnd(
+  address: PoemAddress,
+): Promise<{ bytes: Uint8Array; arrivals: number[]; ms: number; end: "eof" | "reset" }> {
+  const conn = await Deno.connect({ ...address, transport: "tcp" });
+  const started = performance.now();
+  const parts: Uint8Array[] = [];
+  const arrivals: number[] = [];
+  const buffer = new Uint8Array(64 * 1024);
+  let end: "eof" | "reset" = "eof";
+  try {
+    for (let n; (n = await conn.read(buffer)) !== null;) {
+      parts.push(buffer.slice(0, n));
+      arrivals.push(performance.now() - started);
+    }
+  } catch (err) {
+    if (!(err instanceof Deno.errors.ConnectionReset)) throw err;
+    end = "reset";
+  } finally {
+    conn.close();
+  }
+  return { bytes: concat(parts), arrivals, ms: performance.now() - started, end };
 }
 
 /** Joins byte arrays. */
@@ -433,6 +466,16 @@ class LineSplitter extends TransformStream<string, string> {
 export async function adminUrl(server: RunningServer): Promise<string> {
   const stderr = await server.waitForStderr(/Admin endpoint on http:\/\/\S+\//);
   return /Admin endpoint on (http:\/\/\S+\/)/.exec(stderr)![1];
+}
+
+/**
+ * The control endpoint's base URL without the trailing slash (as Toxiproxy
+ * clients take it), from the log line `Control endpoint (Toxiproxy API) on
+ * http://127.0.0.1:8474/ ...`.
+ */
+export async function controlUrl(server: RunningServer): Promise<string> {
+  const stderr = await server.waitForStderr(/Control endpoint \(Toxiproxy API\) on http:\/\/\S+\//);
+  return /Control endpoint \(Toxiproxy API\) on (http:\/\/\S+)\//.exec(stderr)![1];
 }
 
 /** GETs a URL and returns the status and body as text. */

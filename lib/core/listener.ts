@@ -165,6 +165,8 @@ export class PoemListener {
   readonly counts: TransferCounts = emptyCounts();
   /** Connections closed for a missing, malformed or slow PROXY header. */
   badProxyHeaders = 0;
+  /** Transfers that got each fault on purpose (their connection's `faults`), by fault name. */
+  readonly faultsApplied: Map<string, number> = new Map();
   /**
    * Decides each new connection (lib/core/connection.ts): the poem's own
    * factory, wrapped by the PROXY header, the access list and the faults when
@@ -333,6 +335,13 @@ export class PoemListener {
     }
     if (decision instanceof Refusal) return this.#refused(conn, decision);
     const sender = decision;
+    const faults = sender.conn.faults;
+    // Not `?? []`: an array per connection on the common path, for nothing.
+    if (faults) {
+      for (const { name } of faults) {
+        this.faultsApplied.set(name, (this.faultsApplied.get(name) ?? 0) + 1);
+      }
+    }
     this.#options.observer?.transferStarted(this, sender, sender.conn.remoteAddr as Deno.NetAddr);
     this.#active.add(sender);
     sender.start(this.#ended);

@@ -33,15 +33,67 @@ export const STREAM_THRESHOLD = 64 * 1024 * 1024;
 /**
  * Largest block a streamed poem is read in, whatever `--num-bytes` asks
  * for: a reader's memory stays bounded (a paced write of a gigabyte is sent
- * from several blocks, not one gigabyte-sized buffer per client).
+ * from several blocks, not one gigabyte-sized buffer per client). Each read
+ * and write of a block is an op through Deno's event loop, so fewer, larger
+ * blocks cost less CPU per byte; above 1 MiB they only cost memory
+ * (docs/benchmark.md). With many readers, each gets a smaller share of
+ * {@linkcode STREAM_BUDGET} instead.
  *
  * @example
  * ```ts
  * import { BLOCK_SIZE } from "./poem.ts";
- * console.log(BLOCK_SIZE / 1024); // 256 (KiB)
+ * console.log(BLOCK_SIZE / 1024); // 1024 (KiB)
  * ```
  */
-export const BLOCK_SIZE = 256 * 1024;
+export const BLOCK_SIZE = 1024 * 1024;
+
+/**
+ * What the blocks of all streamed poems' readers in one thread take together
+ * before each reader's block shrinks below {@linkcode BLOCK_SIZE}: up to 16
+ * readers get 1 MiB each, 1,000 get 16 KiB each (16 MiB in all). Below
+ * {@linkcode MIN_BLOCK_SIZE} a block does not shrink: then memory grows by
+ * that much per reader (see docs/operations.md).
+ *
+ * @example
+ * ```ts
+ * import { STREAM_BUDGET } from "./poem.ts";
+ * console.log(STREAM_BUDGET / 2 ** 20); // 16 (MiB)
+ * ```
+ */
+export const STREAM_BUDGET = 16 * 1024 * 1024;
+
+/**
+ * Smallest block a streamed poem is read in, however many readers share
+ * {@linkcode STREAM_BUDGET}: smaller reads would cost a system call per few
+ * bytes sent.
+ *
+ * @example
+ * ```ts
+ * import { MIN_BLOCK_SIZE } from "./poem.ts";
+ * console.log(MIN_BLOCK_SIZE / 1024); // 16 (KiB)
+ * ```
+ */
+export const MIN_BLOCK_SIZE = 16 * 1024;
+
+/**
+ * The block size each of `readers` readers of streamed poems reads in: its
+ * share of {@linkcode STREAM_BUDGET}, in whole multiples of
+ * {@linkcode MIN_BLOCK_SIZE}, between that and {@linkcode BLOCK_SIZE}.
+ *
+ * @example
+ * ```ts
+ * import { streamBlockSize } from "./poem.ts";
+ * console.log(streamBlockSize(4) / 1024); // 1024 (KiB)
+ * console.log(streamBlockSize(1000) / 1024); // 16 (KiB)
+ * ```
+ */
+export function streamBlockSize(readers: number): number {
+  const share = Math.floor(STREAM_BUDGET / Math.max(1, readers) / MIN_BLOCK_SIZE) * MIN_BLOCK_SIZE;
+  return Math.min(BLOCK_SIZE, Math.max(MIN_BLOCK_SIZE, share));
+}
+
+/** Readers of streamed poems open in this thread, every poem and version. */
+let streamReaders = 0;
 
 /**
  * One version of a poem, as a sender sees it for its whole transfer: the
@@ -79,9 +131,9 @@ export interface PoemContent {
  */
 export interface PoemReader {
   /**
-   * The next bytes, at most `max` and at most {@linkcode BLOCK_SIZE} for a
-   * streamed poem; empty at the end. A block read from disk is only valid
-   * until the next call.
+   * The next bytes, at most `max` and at most {@linkcode BLOCK_SIZE} (or the
+   * reader's share, {@linkcode streamBlockSize}) for a streamed poem; empty at
+   * the end. A block read from disk is only valid until the next call.
    * @throws {Error} when a streamed file shrank or cannot be read.
    */
   next(max: number): Promise<Uint8Array>;
@@ -145,14 +197,18 @@ class FileContent implements PoemContent {
 
   open(): PoemReader {
     this.#readers++;
+    streamReaders++;
     let at = 0;
     let buffer: Uint8Array | undefined;
     let closed = false;
     return {
       next: async (max) => {
-        const want = Math.min(max, BLOCK_SIZE, this.size - at);
+        const size = Math.min(streamBlockSize(streamReaders), this.size);
+        const want = Math.min(max, size, this.size - at);
         if (want <= 0) return new Uint8Array(0);
-        buffer ??= new Uint8Array(Math.min(BLOCK_SIZE, this.size));
+        // The buffer follows the reader's share: it shrinks as readers
+        // arrive and grows back as they leave.
+        if (buffer?.length !== size) buffer = new Uint8Array(size);
         const block = buffer.subarray(0, want);
         await this.#read(at, block);
         at += want;
@@ -161,6 +217,7 @@ class FileContent implements PoemContent {
       close: () => {
         if (closed) return;
         closed = true;
+        streamReaders--;
         if (--this.#readers === 0 && !this.#current) this.#close();
       },
     };
@@ -174,7 +231,9 @@ class FileContent implements PoemContent {
 
   #read(offset: number, into: Uint8Array): Promise<void> {
     const read = this.#queue.then(async () => {
-      await this.#file.seek(offset, Deno.SeekMode.Start);
+      // lseek only sets the position (no I/O): done in place, it saves the
+      // async seek's trip to Deno's blocking thread pool and back.
+      this.#file.seekSync(offset, Deno.SeekMode.Start);
       for (let filled = 0; filled < into.length;) {
         const n = await this.#file.read(into.subarray(filled));
         if (n === null) throw new Error(`${this.path} shrank while being sent`);

@@ -30,14 +30,21 @@ import { connectionTrace, logPacedWrite } from "../base/log.ts";
  * console.log(OUTCOMES.join(", "));
  * ```
  */
-export const OUTCOMES = ["completed", "client left", "timed out", "cut short", "error"] as const;
+export const OUTCOMES = [
+  "completed",
+  "faulted",
+  "client left",
+  "timed out",
+  "cut short",
+  "error",
+] as const;
 
 /**
- * How a transfer ended. `completed`: every byte was handed to the kernel and
- * the connection closed without a reset. `client left`: a write failed or the
- * client reset the connection. `timed out`: the client took no bytes for
- * `--write-timeout`. `cut short`: a shutdown's drain timeout ended it.
- * `error`: the poem could not be read.
+ * How a transfer ended. `completed`: every byte was handed to the kernel and the connection
+ * closed without a reset. `faulted`: a fault on purpose ended it (only a faulty connection's
+ * {@linkcode SenderConn.describe} says so). `client left`: a write failed or the client reset
+ * the connection. `timed out`: no bytes taken for `--write-timeout`. `cut short`: a
+ * shutdown's drain timeout ended it. `error`: the poem could not be read.
  *
  * @example
  * ```ts
@@ -90,6 +97,8 @@ export interface SenderConn
   readonly holding?: boolean;
   /** Its own account of a finished transfer: a faulty connection adds its faults. */
   describe?(result: SendResult): SendResult;
+  /** The faults on purpose this connection got (lib/fixture), by name and as the log shows them. */
+  readonly faults?: readonly { readonly name: string; readonly label: string }[];
 }
 
 /** How a sender paces its poem. */

@@ -131,6 +131,7 @@ export type MetricFamily =
 /** The families that count what each worker does; the rest are the process's. */
 export const PER_WORKER = new Set([
   "poetry_connections_total",
+  "poetry_faults_applied_total",
   "poetry_connections_active",
   "poetry_sent_bytes_total",
   "poetry_connection_duration_seconds",
@@ -173,16 +174,18 @@ export function addFamilies(own: MetricFamily[], workers: MetricFamily[][]): Met
         }),
       };
     }
-    return {
-      ...family,
-      samples: family.samples.map(({ labels, value }) => {
-        for (const other of theirs) {
-          if (other === undefined || other.type === "histogram") continue;
-          value += other.samples.find((s) => key(s.labels) === key(labels))?.value ?? 0;
-        }
-        return { labels, value };
-      }),
-    };
+    // A series a worker has and this thread not (a fault only a worker's
+    // transfers got) is added too, after this thread's own.
+    const samples = new Map(family.samples.map((s) => [key(s.labels), { ...s }]));
+    for (const other of theirs) {
+      if (other === undefined || other.type === "histogram") continue;
+      for (const { labels, value } of other.samples) {
+        const same = samples.get(key(labels));
+        if (same) same.value += value;
+        else samples.set(key(labels), { labels, value });
+      }
+    }
+    return { ...family, samples: [...samples.values()] };
   });
 }
 

@@ -82,6 +82,8 @@ export interface HttpServerOptions extends HttpLimits {
   names?: string[];
   /** Names the server in its log records ("Admin endpoint"). @default {"HTTP"} */
   who?: string;
+  /** The option that adds a `Host` name, for the 421's hint; `""` when there is none. @default {"--admin-name"} */
+  nameOption?: string;
 }
 
 /**
@@ -139,6 +141,7 @@ export class HttpServer {
   readonly #limits: Required<HttpLimits>;
   readonly #names: Set<string>;
   readonly #who: string;
+  readonly #nameOption: string;
   readonly #handler: HttpHandler;
   readonly #log: Logger;
   /** Open connections, each with whether a request is under way on it. */
@@ -155,6 +158,7 @@ export class HttpServer {
     this.#listener = listener;
     this.addr = listener.addr as Deno.NetAddr;
     this.#who = options.who ?? "HTTP";
+    this.#nameOption = options.nameOption ?? "--admin-name";
     this.#acceptor = new Acceptor(listener, this.#closing.signal, log, this.#who);
     this.#limits = { ...DEFAULTS };
     for (const key of Object.keys(DEFAULTS) as (keyof HttpLimits)[]) {
@@ -352,7 +356,9 @@ export class HttpServer {
     ) {
       throw new BadRequest(
         421,
-        `this endpoint does not answer for ${name}; use its address, localhost, or add the name with --admin-name`,
+        `this endpoint does not answer for ${name}; use its address or localhost${
+          this.#nameOption ? `, or add the name with ${this.#nameOption}` : ""
+        }`,
       );
     }
     return hosts;

@@ -4,9 +4,9 @@
  *
  * Counted on the connection's own path: a duration per finished transfer
  * (a histogram, a dozen comparisons). Everything else (connections by
- * outcome, in flight, bytes, poem sizes, reloads, memory) is read from the
- * listeners and the server when Prometheus scrapes, so it costs nothing per
- * connection. *
+ * outcome, faults applied, in flight, bytes, poem sizes, reloads, memory)
+ * is read from the listeners and the server when Prometheus scrapes, so it
+ * costs nothing per connection. *
  * The format is written by lib/observe/exposition.ts.
  *
  * @module
@@ -137,6 +137,18 @@ export class PoetryMetrics implements TransferObserver {
           [...OUTCOMES, "denied" as const].map((outcome) => ({
             labels: { poem, outcome },
             value: listeners.reduce((sum, l) => sum + l.counts[outcome], 0),
+          }))
+        ),
+      },
+      {
+        name: "poetry_faults_applied_total",
+        help:
+          "Connections that got each fault on purpose (--fault), by poem, listener (its index, as in --ports-file) and fault.",
+        type: "counter",
+        samples: all.flatMap((l, i) =>
+          Object.entries(server.faultsApplied(i)).map(([fault, value]) => ({
+            labels: { poem: l.poem.path, listener: String(i), fault },
+            value,
           }))
         ),
       },

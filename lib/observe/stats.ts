@@ -8,9 +8,20 @@
 
 import { getLogger } from "@logtape/logtape";
 import { formatAddress } from "../base/address.ts";
-import { COUNTED, type PoemListener, type TransferObserver } from "../core/listener.ts";
+import {
+  COUNTED,
+  emptyCounts,
+  type PoemListener,
+  type TransferObserver,
+} from "../core/listener.ts";
 import { connectionTrace, droppedLogRecords } from "../base/log.ts";
 import type { PoemSender, SendResult } from "../core/sender.ts";
+import {
+  addFaultsApplied,
+  type FaultsApplied,
+  faultsText,
+  outcomesText,
+} from "../server/summary.ts";
 
 const log = getLogger(["poetry", "stats"]);
 const connectionLog = getLogger(["poetry", "connection"]);
@@ -28,6 +39,8 @@ export interface StatsSnapshot {
   /** Transfers that ended, by outcome, and clients denied. */
   completed: number;
   /** See {@linkcode StatsSnapshot.completed}. */
+  faulted: number;
+  /** See {@linkcode StatsSnapshot.completed}. */
   "client left": number;
   /** See {@linkcode StatsSnapshot.completed}. */
   "timed out": number;
@@ -37,6 +50,8 @@ export interface StatsSnapshot {
   error: number;
   /** Clients closed without a byte by `--allow`/`--deny`. */
   denied: number;
+  /** Transfers that got each fault on purpose, by fault name; empty without faults. */
+  faultsApplied: FaultsApplied;
   /** Bytes handed to the kernel, transfers in flight included. */
   sentBytes: number;
   /** Transfers in flight. */
@@ -96,15 +111,21 @@ export class ServerStats implements TransferObserver {
     return sent;
   }
 
-  /** The totals of a server's listeners now. */
-  snapshot(server: { readonly listeners: readonly PoemListener[] }): StatsSnapshot {
+  /**
+   * The totals of a server's listeners now; the faults each has now come
+   * from `server.faultsApplied` where it has one (a `PoetryServer` does).
+   */
+  snapshot(server: {
+    readonly listeners: readonly PoemListener[];
+    faultsApplied?(index: number): FaultsApplied;
+  }): StatsSnapshot {
     const snapshot: StatsSnapshot = {
-      completed: 0,
-      "client left": 0,
-      "timed out": 0,
-      "cut short": 0,
-      error: 0,
-      denied: 0,
+      ...emptyCounts(),
+      faultsApplied: addFaultsApplied(
+        server.listeners.map((l, i) =>
+          server.faultsApplied?.(i) ?? Object.fromEntries(l.faultsApplied)
+        ),
+      ),
       sentBytes: 0,
       inFlight: 0,
       acceptErrors: 0,
@@ -142,6 +163,7 @@ export function addSnapshots(own: StatsSnapshot, workers: StatsSnapshot[]): Stat
   for (const worker of workers) {
     for (const key of ADDED) total[key] += worker[key];
   }
+  total.faultsApplied = addFaultsApplied([own, ...workers].map((s) => s.faultsApplied));
   return total;
 }
 
@@ -162,12 +184,11 @@ const ADDED = [...COUNTED, "sentBytes", "inFlight", "acceptErrors"] as const;
  * ```
  */
 export function logStats(snapshot: StatsSnapshot): void {
+  const faults = faultsText(snapshot.faultsApplied);
+  const outcomes = outcomesText(snapshot, snapshot.faultsApplied);
   log.info(
     "Stats: {outcomes}; {sentBytes} bytes sent; {inFlight} in flight; " +
       "{acceptErrors} accept errors; {droppedLogRecords} log records dropped; up {uptimeSeconds} s.",
-    {
-      outcomes: COUNTED.map((key) => `${snapshot[key]} ${key}`).join(", "),
-      ...snapshot,
-    },
+    { outcomes: faults ? `${outcomes}; ${faults}` : outcomes, ...snapshot },
   );
 }

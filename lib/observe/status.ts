@@ -13,6 +13,7 @@ import type { PoetryServer } from "../server/server.ts";
 import type { PoetryMetrics } from "./metrics.ts";
 import type { Pace } from "../core/pace.ts";
 import { addSnapshots, type StatsSnapshot } from "./stats.ts";
+import { addFaultsApplied, type FaultsApplied } from "../server/summary.ts";
 
 /**
  * Most transfers listed in one `/status.json`: with 10,000 slow clients the
@@ -26,7 +27,13 @@ const MAX_LISTED = 500;
  * @example
  * ```ts
  * import type { TransferStatus } from "./status.ts";
- * const t: TransferStatus = { peer: "127.0.0.1:50000", sent: 120, total: 400, seconds: 1.2 };
+ * const t: TransferStatus = {
+ *   peer: "127.0.0.1:50000",
+ *   sent: 120,
+ *   total: 400,
+ *   seconds: 1.2,
+ *   faults: ["stall-after=120"],
+ * };
  * ```
  */
 export interface TransferStatus {
@@ -38,6 +45,8 @@ export interface TransferStatus {
   total: number;
   /** Seconds since it was accepted. */
   seconds: number;
+  /** The faults on purpose it got, as the log shows them (`reset-after=100`); `[]` for none. */
+  faults: string[];
 }
 
 /**
@@ -72,12 +81,18 @@ export interface StatusReport {
     transfers: TransferStatus[];
     /** Transfers in flight not listed. */
     unlisted: number;
+    /** Its faults on purpose now, as `--fault` takes them (a reload may change them); `[]` for none. */
+    faults: string[];
+    /** The run's `--seed`, from which its faults draw (as the log's `Faults on` line shows). */
+    seed: number;
+    /** Its transfers by the faults they got, each of its faults now listed, with 0 too. */
+    faultsApplied: FaultsApplied;
   }[];
   /**
    * With `--workers`, each worker's own totals, the main thread first: how
    * evenly the kernel spreads the clients. Absent with one worker.
    */
-  workers?: { completed: number; inFlight: number }[];
+  workers?: { completed: number; faulted: number; inFlight: number }[];
 }
 
 /**
@@ -104,7 +119,7 @@ export function statusReport(
     version: VERSION,
     draining: server.draining,
     totals: metrics.stats.snapshot(server),
-    listeners: server.listeners.map((listener) => {
+    listeners: server.listeners.map((listener, index) => {
       const transfers: TransferStatus[] = [];
       for (const t of listener.transfers()) {
         if (room === 0) break;
@@ -115,6 +130,7 @@ export function statusReport(
           sent: t.sent,
           total: t.total,
           seconds: started === undefined ? 0 : Math.round(now - started) / 1000,
+          faults: t.sender.conn.faults?.map((f) => f.label) ?? [],
         });
       }
       return {
@@ -125,6 +141,9 @@ export function statusReport(
         active: listener.activeCount,
         transfers,
         unlisted: listener.activeCount - transfers.length,
+        faults: server.faultSpecs(index),
+        seed: server.seed,
+        faultsApplied: server.faultsApplied(index),
       };
     }),
   };
@@ -133,7 +152,7 @@ export function statusReport(
 /**
  * The main thread's status report with its workers' (`--workers`) added:
  * totals added, each listener's transfers merged (the oldest first, at most
- * 500 over all), and each worker's own totals in `workers`.
+ * 500 over all, their faults applied added), and each worker's own totals in `workers`.
  *
  * @example
  * ```ts
@@ -160,8 +179,13 @@ export function addReports(own: StatusReport, workers: StatusReport[]): StatusRe
         .sort((a, b) => b.seconds - a.seconds)
         .slice(0, room);
       room -= transfers.length;
-      return { ...listener, active, transfers, unlisted: active - transfers.length };
+      const faultsApplied = addFaultsApplied(same.map((l) => l.faultsApplied));
+      return { ...listener, active, transfers, unlisted: active - transfers.length, faultsApplied };
     }),
-    workers: all.map((r) => ({ completed: r.totals.completed, inFlight: r.totals.inFlight })),
+    workers: all.map(({ totals }) => ({
+      completed: totals.completed,
+      faulted: totals.faulted,
+      inFlight: totals.inFlight,
+    })),
   };
 }

@@ -2,10 +2,13 @@
  * The admin endpoint's status page: one static HTML document with its
  * script inline, no build step and no external assets, so it works offline.
  * It polls `/status.json` twice a second and draws the tutorial's figure:
- * each listening socket with its client sockets, each client's progress a bar.
+ * each listening socket with its client sockets, each client's progress a bar,
+ * and the faults on purpose: each listener's, and each client's.
  *
  * @module
  */
+
+import { COUNTED } from "../core/listener.ts";
 
 /**
  * The page served at `GET /` by the admin endpoint.
@@ -45,6 +48,8 @@ export const STATUS_PAGE: string = `<!doctype html>
   .bar { height: .8rem; background: #e6e2d8; border-radius: 4px; overflow: hidden; }
   .bar span { display: block; height: 100%; background: #4a7; }
   .more { color: #777; font-size: .9rem; }
+  .socket .faults, .socket .applied { color: #a50; }
+  .transfer .faults { grid-column: 1 / -1; margin-top: -.2rem; color: #a50; font-size: .8rem; }
 </style>
 </head>
 <body>
@@ -54,6 +59,7 @@ export const STATUS_PAGE: string = `<!doctype html>
 <div id="listeners"></div>
 <script>
 "use strict";
+const COUNTED = ${JSON.stringify(COUNTED)};
 const $ = (id) => document.getElementById(id);
 const el = (tag, cls, text) => {
   const e = document.createElement(tag);
@@ -83,10 +89,13 @@ function draw(s) {
   last = { at: now, sent: t.sentBytes, ended: ended(t) };
   const totals = $("totals");
   totals.replaceChildren();
+  // "faulted" and the faults applied only where there are faults, as in the log.
+  const applied = Object.entries(t.faultsApplied);
+  const faults = t.faulted > 0 || applied.length > 0;
   for (const [label, value] of [
-    ["in flight", num(t.inFlight)], ["completed", num(t.completed)],
-    ["client left", num(t["client left"])], ["timed out", num(t["timed out"])],
-    ["cut short", num(t["cut short"])], ["error", num(t.error)], ["denied", num(t.denied)],
+    ["in flight", num(t.inFlight)],
+    ...COUNTED.filter((key) => faults || key !== "faulted").map((key) => [key, num(t[key])]),
+    ...applied.map(([name, n]) => [name + " applied", num(n)]),
     ["bytes sent", bytes(t.sentBytes)], ["send rate", rate || "-"],
     ["connections", connRate || "-"], ["accept errors", num(t.acceptErrors)],
     ["log records dropped", num(t.droppedLogRecords)],
@@ -109,6 +118,13 @@ function draw(s) {
         ? "slow: " + l.pace.numBytes + " bytes every " + l.pace.delay + " s" : "fast")),
       el("div", "meta active", l.active + " in flight"),
     );
+    if (l.faults.length > 0) {
+      const applied = Object.entries(l.faultsApplied).map(([name, n]) => num(n) + " " + name);
+      socket.append(
+        el("div", "meta faults", "faults: " + l.faults.join("; ") + " (--seed " + l.seed + ")"),
+        el("div", "meta applied", "applied: " + applied.join(", ")),
+      );
+    }
     const clients = el("ul", "clients");
     if (l.transfers.length === 0) clients.append(el("li", "empty", "no clients"));
     for (const x of l.transfers) {
@@ -122,6 +138,8 @@ function draw(s) {
       bar.append(fill);
       const done = num(x.sent) + " of " + num(x.total) + " B, " + x.seconds.toFixed(1) + " s";
       row.append(el("span", "peer", x.peer), bar, el("span", "progress", done));
+      row.dataset.faults = x.faults.join(", ");
+      if (x.faults.length > 0) row.append(el("span", "faults", "faults: " + x.faults.join(", ")));
       clients.append(row);
     }
     if (l.unlisted > 0) clients.append(el("li", "more", "and " + num(l.unlisted) + " more"));
@@ -131,7 +149,7 @@ function draw(s) {
 }
 
 function ended(t) {
-  return t.completed + t["client left"] + t["timed out"] + t["cut short"] + t.error + t.denied;
+  return COUNTED.reduce((n, key) => n + t[key], 0);
 }
 
 async function poll() {

@@ -12,13 +12,17 @@ import { getLogger } from "@logtape/logtape";
 import { formatAddress } from "../base/address.ts";
 import { StartupError, UsageError } from "../base/errors.ts";
 import { PoemFactory, type SenderFactory } from "../core/connection.ts";
-import type { PoemListener, PoemListenerOptions } from "../core/listener.ts";
+import { PoemListener, type PoemListenerOptions } from "../core/listener.ts";
 import { type Pace, PaceWheel } from "../core/pace.ts";
-import type { Poem } from "../core/poem.ts";
+import { Poem } from "../core/poem.ts";
+import type { ConnectionCap } from "../core/cap.ts";
 import { FaultFactory, ListenerFaults } from "../fixture/fault_plan.ts";
-import { type Fault, parseFault } from "../fixture/fault_spec.ts";
+import { type Fault, FAULT_NAMES, parseFault } from "../fixture/fault_spec.ts";
+import { ResettableListener } from "../fixture/reset_listener.ts";
 import { AccessFactory, AccessList } from "../policies/access.ts";
 import { ProxyHeaderFactory } from "../policies/proxied.ts";
+import type { ListenerSettings, ServeOptions } from "./options.ts";
+import type { FaultsApplied, ShutdownSummary } from "./summary.ts";
 
 const log = getLogger(["poetry", "server"]);
 
@@ -33,6 +37,8 @@ export interface ListenerOptions extends PoemListenerOptions {
 /** A listener's settings as started, and the options object it reads. */
 export interface ListenerState {
   poem: Poem;
+  /** Its name, when its settings gave one. */
+  name?: string;
   iface: string;
   port: number;
   seed: number;
@@ -61,6 +67,45 @@ export function accessFor(
   return { access, text: JSON.stringify([lists.allow ?? [], lists.deny ?? []]) };
 }
 
+/**
+ * A listener's settings as the server keeps them, from its own settings and
+ * the server's: `index` orders its seed, `cap` is the one it counts against.
+ * @throws {UsageError} when its poem is not loaded, or a fault is malformed.
+ */
+export function listenerState(
+  own: ListenerSettings,
+  index: number,
+  options: ServeOptions,
+  seed: number,
+  cap: ConnectionCap | undefined,
+  wheels: Map<number, PaceWheel>,
+): ListenerState {
+  if (!(own.poem instanceof Poem)) {
+    throw new UsageError(`listener ${index}: the poem ${own.poem} is not loaded`, "use serve()");
+  }
+  const access = accessFor(own, options);
+  const state: ListenerState = {
+    poem: own.poem,
+    name: own.name,
+    iface: own.iface ?? options.iface ?? "localhost",
+    // As configured (0 for any), which a reconfigure compares with;
+    // a worker binds the port the main thread got (options.ports).
+    port: own.port ?? 0,
+    seed: (seed + Math.imul(index, 0x9e3779b9)) >>> 0,
+    accessText: access.text,
+    runSeed: seed,
+    options: {
+      writeTimeout: options.writeTimeout,
+      proxyProtocol: options.proxyProtocol,
+      observer: options.observer,
+      access: access.access,
+      cap,
+    },
+  };
+  applyPaceAndFaults(state, own.pace ?? options.pace, own.faults ?? options.faults, wheels);
+  return state;
+}
+
 /** Sets a listener's pace (sharing one wheel per delay) and faults. */
 export function applyPaceAndFaults(
   state: ListenerState,
@@ -76,6 +121,28 @@ export function applyPaceAndFaults(
   state.options.wheel = wheel;
   state.options.numBytes = pace?.numBytes;
   state.options.faults = parsed?.length ? new ListenerFaults(parsed, state.seed, delay) : undefined;
+}
+
+/**
+ * Gives a running listener new faults for the clients that come next;
+ * its sequence starts again from its seed.
+ * @throws {UsageError} for a malformed fault, or a reset on a listener that
+ * cannot send one.
+ */
+export function setListenerFaults(
+  listener: PoemListener,
+  state: ListenerState,
+  faults: (string | Fault)[],
+  wheels: Map<number, PaceWheel>,
+): void {
+  const next = { ...state, options: { ...state.options } };
+  applyPaceAndFaults(next, state.pace, faults, wheels);
+  if (next.options.faults?.resets && !state.resettable) {
+    throw new UsageError("a reset needs a listener started with one (or --control)");
+  }
+  Object.assign(state.options, next.options);
+  listener.factory = factoryFor(state.options);
+  logFaults(listener, state, "Reconfigured");
 }
 
 /** Logs a listener's faults at start, or what a reconfigure made of them. */
@@ -108,6 +175,40 @@ export function faultSpecs(faults: ListenerFaults | undefined): string[] {
 }
 
 /**
+ * A listener's faults applied so far, by fault name, in the order of the
+ * fault table: each fault it has now (0 before a transfer gets it), and
+ * each its transfers got (a reload may have dropped it since).
+ */
+export function faultsApplied(
+  listener: PoemListener,
+  faults: ListenerFaults | undefined,
+): FaultsApplied {
+  const names = new Set([
+    ...(faults?.faults ?? []).map((f) => f.name),
+    ...listener.faultsApplied.keys(),
+  ]);
+  const order = (name: string) => {
+    const i = (FAULT_NAMES as readonly string[]).indexOf(name);
+    return i < 0 ? FAULT_NAMES.length : i;
+  };
+  return Object.fromEntries(
+    [...names].sort((a, b) => order(a) - order(b))
+      .map((name) => [name, listener.faultsApplied.get(name) ?? 0]),
+  );
+}
+
+/** One listener's part of a shutdown's summary. */
+export function listenerSummary(listener: PoemListener): ShutdownSummary {
+  return {
+    ...listener.counts,
+    acceptErrors: listener.acceptErrors,
+    badProxyHeaders: listener.badProxyHeaders,
+    timedOut: false,
+    faultsApplied: faultsApplied(listener, undefined),
+  };
+}
+
+/**
  * The factory chain for a listener's options, outermost first, as Twisted
  * wraps factories: the PROXY header names the client, the access list
  * checks it, the faults draw its plan, and the poem's factory builds its
@@ -119,6 +220,46 @@ export function factoryFor(options: ListenerOptions): SenderFactory {
   if (options.access && !options.access.open) factory = new AccessFactory(factory, options.access);
   if (options.proxyProtocol) factory = new ProxyHeaderFactory(factory);
   return factory;
+}
+
+/**
+ * Opens a listener at run time on `port`, through `node:net` when it may
+ * reset (`resettable`, or a reset among its faults), and logs its Serving
+ * line. Serving it is the caller's.
+ * @throws {StartupError} or {UsageError} saying what to do.
+ */
+export async function openListener(
+  state: ListenerState,
+  port: number,
+  resettable: boolean,
+): Promise<PoemListener> {
+  let socket: Deno.Listener | ResettableListener = listenOrExplain(
+    state.iface,
+    port,
+    state.poem.path,
+    { reusePort: false, joining: false },
+  );
+  state.resettable = resettable || (state.options.faults?.resets ?? false);
+  if (state.resettable) {
+    const addr = socket.addr as Deno.NetAddr;
+    socket.close();
+    socket = new ResettableListener(addr);
+    await socket.ready.catch((err) => {
+      throw new StartupError(`cannot listen on ${formatAddress(addr)}: ${err.message}`);
+    });
+  }
+  const listener = new PoemListener(
+    socket as Deno.Listener,
+    state.poem,
+    state.options,
+    factoryFor(state.options),
+  );
+  log.info("Serving {poem} ({size} bytes) on {address}.", {
+    poem: listener.poem.path,
+    size: listener.poem.content.size,
+    address: formatAddress(listener.addr),
+  });
+  return listener;
 }
 
 /**

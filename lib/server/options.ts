@@ -50,6 +50,12 @@ export interface ServeOptions {
    * None when absent: the normal path.
    */
   faults?: (string | Fault)[];
+  /**
+   * Every listener accepts through `node:net`, so that faults given at run
+   * time (the control endpoint) may reset a connection. @default {false}:
+   * only a listener started with `reset-after` does
+   */
+  resettable?: boolean;
   /** Starts every listener's random sequence, for faults that repeat run after run. @default {random, logged} */
   seed?: number;
   /**
@@ -94,6 +100,8 @@ export interface ServeOptions {
 export interface ListenerSettings {
   /** The poem file; {@linkcode serve} loads a path, {@linkcode PoetryServer.start} needs it loaded. */
   poem: string | Poem;
+  /** Its name as the control endpoint's proxy (`--control`). @default {derived from poem and port} */
+  name?: string;
   /** Its port; 0 picks a free one. @default {0} */
   port?: number;
   /** Address to listen on. @default {ServeOptions.iface} */

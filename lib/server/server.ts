@@ -9,26 +9,40 @@ import { getLogger } from "@logtape/logtape";
 import { formatAddress } from "../base/address.ts";
 import { StartupError, UsageError } from "../base/errors.ts";
 import { ConnectionCap, NestedCap } from "../core/cap.ts";
-import { COUNTED, PoemListener } from "../core/listener.ts";
+import { PoemListener } from "../core/listener.ts";
 import type { PaceWheel } from "../core/pace.ts";
-import { loadPoems, Poem } from "../core/poem.ts";
-import { randomSeed } from "../fixture/fault_spec.ts";
+import { loadPoems, type Poem } from "../core/poem.ts";
+import { type Fault, randomSeed } from "../fixture/fault_spec.ts";
 import { ResettableListener } from "../fixture/reset_listener.ts";
 import { SharedCap } from "../policies/shared_cap.ts";
 import {
-  accessFor,
-  applyPaceAndFaults,
   factoryFor,
+  faultsApplied,
   faultSpecs,
   type ListenerState,
+  listenerState,
+  listenerSummary,
   listenOrExplain,
   logFaults,
+  openListener,
+  setListenerFaults,
 } from "./listeners.ts";
 import type { ListenerSettings, ServeOptions } from "./options.ts";
+import { reconfigureListeners } from "./reconfigure.ts";
 import { PoemRereads } from "./reload.ts";
-import { addSummaries, type OtherDrains, type ShutdownSummary } from "./summary.ts";
+import {
+  addSummaries,
+  type FaultsApplied,
+  faultsText,
+  type OtherDrains,
+  outcomesText,
+  type ShutdownSummary,
+} from "./summary.ts";
 
 const log = getLogger(["poetry", "server"]);
+
+/** What a listener added at run time is built from; `count` orders its seed. */
+type RuntimeBase = { options: ServeOptions; seed: number; cap?: ConnectionCap; count: number };
 
 /**
  * Loads the poems and starts one listener per poem.
@@ -79,9 +93,14 @@ export async function serve(poemArgs: string[], options: ServeOptions = {}): Pro
  * ```
  */
 export class PoetryServer {
-  /** One listener per poem, in the order the poems were given. */
-  readonly listeners: readonly PoemListener[];
+  readonly #listeners: PoemListener[];
   readonly #serving: Promise<void>[];
+  /** Listeners closed at run time, whose transfers in flight are drained at shutdown. */
+  readonly #retired = new Set<PoemListener>();
+  /** What the retired listeners that have ended did, for the shutdown's summary. */
+  #retiredCounts: ShutdownSummary = addSummaries([]);
+  /** What a listener added at run time is built from. */
+  readonly #base: RuntimeBase;
   /** One pace wheel per delay, shared by the listeners with that delay. */
   readonly #wheels: Map<number, PaceWheel>;
   readonly #drainTimeout: number;
@@ -123,9 +142,11 @@ export class PoetryServer {
     settings: ListenerState[],
     ready: Promise<void>,
     caps: SharedArrayBuffer | undefined,
+    base: RuntimeBase,
   ) {
     this.caps = caps;
-    this.listeners = listeners;
+    this.#listeners = listeners;
+    this.#base = base;
     this.#wheels = wheels;
     this.#drainTimeout = drainTimeout;
     this.#settings = settings;
@@ -138,7 +159,6 @@ export class PoetryServer {
    * @throws {StartupError} when a listener cannot start; those started are closed.
    */
   static start(poems: Poem[], options: ServeOptions = {}): PoetryServer {
-    const iface = options.iface ?? "localhost";
     const firstPort = options.port ?? 0;
     if (firstPort > 0 && firstPort + poems.length - 1 > 65535) {
       throw new UsageError(
@@ -170,37 +190,17 @@ export class PoetryServer {
       })),
       ...(options.listeners ?? []),
     ].map((own, index) => {
-      if (!(own.poem instanceof Poem)) {
-        throw new UsageError(
-          `listener ${index}: the poem ${own.poem} is not loaded`,
-          "use serve()",
-        );
-      }
       const cap = own.maxConnections;
-      const access = accessFor(own, options);
-      const state: ListenerState = {
-        poem: own.poem,
-        iface: own.iface ?? iface,
-        // As configured (0 for any), which a reconfigure compares with;
-        // a worker binds the port the main thread got (options.ports).
-        port: own.port ?? 0,
-        seed: (seed + Math.imul(index, 0x9e3779b9)) >>> 0,
-        accessText: access.text,
-        runSeed: seed,
-        options: {
-          writeTimeout: options.writeTimeout,
-          proxyProtocol: options.proxyProtocol,
-          observer: options.observer,
-          access: access.access,
-          cap: cap
-            ? (serverCap
-              ? new NestedCap(capFor(cap, 1 + index), serverCap)
-              : capFor(cap, 1 + index))
-            : serverCap,
-        },
-      };
-      applyPaceAndFaults(state, own.pace ?? options.pace, own.faults ?? options.faults, wheels);
-      return state;
+      return listenerState(
+        own,
+        index,
+        options,
+        seed,
+        cap
+          ? (serverCap ? new NestedCap(capFor(cap, 1 + index), serverCap) : capFor(cap, 1 + index))
+          : serverCap,
+        wheels,
+      );
     });
     let sockets: (Deno.Listener | ResettableListener)[] = [];
     try {
@@ -212,7 +212,7 @@ export class PoetryServer {
             joining: options.ports !== undefined,
           }),
         );
-        state.resettable = state.options.faults?.resets ?? false;
+        state.resettable = (options.resettable || state.options.faults?.resets) ?? false;
       }
     } catch (err) {
       for (const socket of sockets) socket.close();
@@ -255,7 +255,89 @@ export class PoetryServer {
       });
     })).then(() => {});
     ready.catch(() => {});
-    return new PoetryServer(listeners, wheels, options.drainTimeout ?? 10, states, ready, caps);
+    return new PoetryServer(listeners, wheels, options.drainTimeout ?? 10, states, ready, caps, {
+      options,
+      seed,
+      cap: serverCap,
+      count: states.length,
+    });
+  }
+
+  /** One listener per poem, in the order the poems were given, then those added at run time. */
+  get listeners(): readonly PoemListener[] {
+    return this.#listeners;
+  }
+
+  /**
+   * Starts one more listener at run time (a new proxy of `--control`); its poem must be loaded.
+   * @throws {StartupError} or {UsageError} when it cannot listen.
+   */
+  async addListener(settings: ListenerSettings): Promise<PoemListener> {
+    const { options, seed, cap } = this.#base;
+    const state = listenerState(settings, this.#base.count, options, seed, cap, this.#wheels);
+    const listener = await this.#listen(state, state.port);
+    this.#base.count++;
+    this.#settings.push(state);
+    this.#listeners.push(listener);
+    return listener;
+  }
+
+  /** Closes a listener to new clients; transfers in flight finish. `remove`: out of the list too. */
+  closeListener(listener: PoemListener, { remove = false } = {}): void {
+    listener.close();
+    const i = this.#listeners.indexOf(listener);
+    if (remove && i >= 0) {
+      this.#listeners.splice(i, 1);
+      this.#settings.splice(i, 1);
+    }
+    if (remove || i < 0) this.#retire(listener);
+    log.info("Stopped listening on {address} ({poem}); transfers in flight go on.", {
+      address: formatAddress(listener.addr),
+      poem: listener.poem.path,
+    });
+  }
+
+  /**
+   * Listens again on a closed listener's address with its settings, in its place.
+   * @throws {StartupError} when the address is taken meanwhile.
+   */
+  async reopenListener(listener: PoemListener): Promise<PoemListener> {
+    const i = this.#listeners.indexOf(listener);
+    if (i < 0) throw new UsageError("this listener is not one of the server's");
+    listener.close();
+    const reopened = await this.#listen(this.#settings[i], listener.addr.port);
+    this.#retire(listener);
+    this.#listeners[i] = reopened;
+    return reopened;
+  }
+
+  /**
+   * Gives a listener new faults for the clients that come next (transfers in
+   * flight keep theirs); its sequence starts again from its seed.
+   * @throws {UsageError} for a malformed fault, or a reset on a listener
+   * that cannot send one.
+   */
+  setFaults(listener: PoemListener, faults: (string | Fault)[]): void {
+    const state = this.#settings[this.#listeners.indexOf(listener)];
+    if (!state) throw new UsageError("this listener is not one of the server's");
+    setListenerFaults(listener, state, faults, this.#wheels);
+  }
+
+  /** Opens a listener's socket and starts serving it. */
+  async #listen(state: ListenerState, port: number): Promise<PoemListener> {
+    if (this.draining) throw new StartupError("the server is shutting down");
+    const listener = await openListener(state, port, this.#base.options.resettable ?? false);
+    this.#serving.push(listener.serve());
+    return listener;
+  }
+
+  /** Keeps a closed listener until its transfers end (at most a timer's ~24 days), then its counts. */
+  #retire(listener: PoemListener): void {
+    this.#retired.add(listener);
+    listener.drain(2_147_483).then(() => {
+      if (this.draining || !this.#retired.delete(listener)) return;
+      this.#retiredCounts = addSummaries([this.#retiredCounts, listenerSummary(listener)]);
+    });
   }
 
   /**
@@ -268,76 +350,7 @@ export class PoetryServer {
    * @returns how many listeners changed.
    */
   reconfigure(listeners: ListenerSettings[], defaults: ServeOptions = {}): number {
-    if (listeners.length !== this.#settings.length) {
-      log.warning(
-        "The configuration now has {now} listeners, not {then}: adding or removing a listener needs a restart.",
-        { now: listeners.length, then: this.#settings.length },
-      );
-    }
-    let changed = 0;
-    for (const [i, state] of this.#settings.entries()) {
-      const own = listeners[i];
-      if (!own) break;
-      const path = own.poem instanceof Poem ? own.poem.path : own.poem;
-      const iface = own.iface ?? defaults.iface ?? "localhost";
-      if (path !== state.poem.path || iface !== state.iface || (own.port ?? 0) !== state.port) {
-        log.warning(
-          "Listener {index} ({poem} on {address}) changed its poem, port or address: that needs a restart; its faults and pace are kept.",
-          {
-            index: i,
-            poem: state.poem.path,
-            address: formatAddress(this.listeners[i].addr),
-          },
-        );
-        continue;
-      }
-      const before = state.options.faults?.faults.map((f) => f.label + f.probability).join();
-      const pace = state.pace;
-      try {
-        const next = { ...state, options: { ...state.options } };
-        applyPaceAndFaults(
-          next,
-          own.pace ?? defaults.pace,
-          own.faults ?? defaults.faults,
-          this.#wheels,
-        );
-        if (next.options.faults?.resets && !state.resettable) {
-          throw new UsageError("reset-after needs a restart: this listener was started without it");
-        }
-        const after = next.options.faults?.faults.map((f) => f.label + f.probability).join();
-        const access = accessFor(own, defaults);
-        next.options.access = access.access;
-        const accessChanged = access.text !== state.accessText;
-        if (
-          before === after && next.pace?.delay === pace?.delay &&
-          next.pace?.numBytes === pace?.numBytes && !accessChanged
-        ) {
-          continue;
-        }
-        // Keep the sequence when the faults are the same: the run stays reproducible.
-        if (before === after) next.options.faults = state.options.faults;
-        Object.assign(state.options, next.options);
-        this.listeners[i].factory = factoryFor(state.options);
-        state.pace = next.pace;
-        changed++;
-        logFaults(this.listeners[i], state, "Reconfigured");
-        if (accessChanged) {
-          state.accessText = access.text;
-          log.info("Reconfigured {address}: --allow {allow}, --deny {deny}.", {
-            address: formatAddress(this.listeners[i].addr),
-            allow: JSON.parse(access.text)[0].join(" ") || "(everyone)",
-            deny: JSON.parse(access.text)[1].join(" ") || "(no one)",
-          });
-        }
-      } catch (err) {
-        log.error("Listener {index} ({address}) keeps its settings: {error}", {
-          index: i,
-          address: formatAddress(this.listeners[i].addr),
-          error: err instanceof Error ? err.message : String(err),
-        });
-      }
-    }
-    return changed;
+    return reconfigureListeners(this.#listeners, this.#settings, this.#wheels, listeners, defaults);
   }
 
   /**
@@ -370,9 +383,24 @@ export class PoetryServer {
     return this.#rereads.reread(poem, "info");
   }
 
+  /** Listener `index`'s name from its settings (`--config`'s `name`), if it has one. */
+  listenerName(index: number): string | undefined {
+    return this.#settings[index]?.name;
+  }
+
   /** The fault specs listener `index` runs with now (a reload may change them); none: `[]`. */
   faultSpecs(index: number): string[] {
     return faultSpecs(this.#settings[index]?.options.faults);
+  }
+
+  /** Listener `index`'s transfers by the faults they got, its faults now listed with 0 too. */
+  faultsApplied(index: number): FaultsApplied {
+    return faultsApplied(this.listeners[index], this.#settings[index]?.options.faults);
+  }
+
+  /** The run's `--seed`, which the log shows: each listener's faults draw from it. */
+  get seed(): number {
+    return this.#settings[0]?.runSeed ?? 0;
   }
 
   /** Seconds {@linkcode PoetryServer.shutdown} lets transfers finish unless told otherwise. */
@@ -395,32 +423,35 @@ export class PoetryServer {
   }
 
   async #drain(drainTimeout: number, others?: OtherDrains): Promise<ShutdownSummary> {
-    let inFlight = this.listeners.reduce((n, l) => n + l.activeCount, 0);
-    for (const listener of this.listeners) listener.close();
+    const all = [...this.#listeners, ...this.#retired];
+    let inFlight = all.reduce((n, l) => n + l.activeCount, 0);
+    for (const listener of all) listener.close();
     if (others) inFlight += await others.inFlight;
     log.info("Stopped accepting; draining {inFlight} transfers for up to {seconds} s.", {
       inFlight,
       seconds: drainTimeout,
     });
-    const cut = await Promise.all(this.listeners.map((l) => l.drain(drainTimeout)));
+    const cut = await Promise.all(all.map((l) => l.drain(drainTimeout)));
     await Promise.all(this.#serving);
     for (const wheel of this.#wheels.values()) wheel.clear();
     const summary = addSummaries([
-      ...this.listeners.map((l) => ({
-        ...l.counts,
-        acceptErrors: l.acceptErrors,
-        badProxyHeaders: l.badProxyHeaders,
-        timedOut: false,
+      ...this.#listeners.map((l, i) => ({
+        ...listenerSummary(l),
+        faultsApplied: this.faultsApplied(i),
       })),
+      ...[...this.#retired].map(listenerSummary),
+      this.#retiredCounts,
       ...(others ? await others.done : []),
     ]);
     summary.timedOut ||= cut.some((n) => n > 0);
     // The same words as the per-connection records.
-    const totals = COUNTED.map((key) => `${summary[key]} ${key}`);
+    let totals = outcomesText(summary, summary.faultsApplied);
     if (this.listeners.some((l) => l.proxyProtocol)) {
-      totals.push(`${summary.badProxyHeaders} bad PROXY header`);
+      totals += `, ${summary.badProxyHeaders} bad PROXY header`;
     }
-    log.info("Shut down: {totals}.", { totals: totals.join(", "), ...summary });
+    const faults = faultsText(summary.faultsApplied);
+    if (faults) totals += `; ${faults}`;
+    log.info("Shut down: {totals}.", { totals, ...summary });
     return summary;
   }
 }

@@ -215,6 +215,11 @@ export async function parseConfig(text: string, path: string): Promise<PoetryCon
   }
   const base = dirname(path);
   const config = result.output;
+  const names = config.listeners.map((l) => l.name).filter((name) => name !== undefined);
+  const twice = names.find((name, i) => names.indexOf(name) !== i);
+  if (twice !== undefined) {
+    throw new UsageError(`${path}: two listeners are named ${twice}`, "give each its own name");
+  }
   return {
     path,
     options: {
@@ -230,6 +235,7 @@ export async function parseConfig(text: string, path: string): Promise<PoetryCon
     },
     listeners: config.listeners.map((l) => ({
       poem: isAbsolute(l.poem) ? l.poem : normalize(join(base, l.poem)),
+      name: l.name,
       port: l.port,
       iface: l.iface,
       pace: paceOf(l),

@@ -64,6 +64,11 @@ function buildSchemas(v: typeof Valibot) {
     poem: nonEmpty("poem"),
     port: v.optional(whole("port", 0, 65535)),
     "max-connections": v.optional(whole("max-connections", 1, 2 ** 31)),
+    // Its name as the control endpoint's proxy (--control): a path segment.
+    name: v.optional(v.pipe(
+      v.string("name must be a string"),
+      v.regex(/^[A-Za-z0-9._-]{1,64}$/, "name must be 1 to 64 letters, digits, '.', '_' or '-'"),
+    )),
     ...common,
   }, 'a listener must be an object, e.g. { "poem": "poems/a.txt", "port": 10000 }');
 

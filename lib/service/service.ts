@@ -11,7 +11,6 @@ import type { Poem } from "../core/poem.ts";
 import type { PoemListener } from "../core/listener.ts";
 import type { ReloadResult, ShutdownSummary } from "../server/summary.ts";
 import { logStats, ServerStats, type StatsSnapshot } from "../observe/stats.ts";
-import * as inspector from "node:inspector";
 import { watchPoems } from "./watch.ts";
 
 const log = getLogger(["poetry", "service"]);
@@ -181,6 +180,7 @@ function holdSignals(signals: Deno.Signal[], onEach?: () => void): HeldSignals {
  * docs/observing.md says this for operators, with the measurements.
  */
 async function shutInspector(): Promise<void> {
+  const inspector = nodeInspector();
   inspector.close();
   for (const ms of INSPECTOR_CLOSE_AFTER_MS) {
     await new Promise((resolve) => setTimeout(resolve, ms));
@@ -191,6 +191,19 @@ async function shutInspector(): Promise<void> {
       "to run code as this server: closed it, if open. Send SIGUSR2 for the stats record instead.",
   );
 }
+
+/**
+ * `node:inspector`, loaded at the first SIGUSR1 rather than with the program:
+ * it adds Node modules to every start-up (issue 19; docs/benchmark.md,
+ * "Start-up"). Loading it first delays the first close() by about a
+ * millisecond, within the repeated closes' window.
+ */
+function nodeInspector(): typeof import("node:inspector") {
+  return inspectorModule ??= process.getBuiltinModule(
+    "node:inspector",
+  ) as typeof import("node:inspector");
+}
+let inspectorModule: typeof import("node:inspector") | undefined;
 
 /** The pauses between {@linkcode shutInspector}'s closes: 256 ms in all. */
 const INSPECTOR_CLOSE_AFTER_MS = [0, 1, 1, 2, 4, 8, 16, 32, 64, 128];

@@ -5,19 +5,22 @@
  * @module
  */
 
-import {
-  basename,
-  dirname,
-  isAbsolute,
-  join,
-  parse as parsePath,
-  resolve as resolvePath,
-} from "node:path";
 import { getLogger } from "@logtape/logtape";
 import type { Poem } from "../core/poem.ts";
 import type { PoemListener } from "../core/listener.ts";
 
 const log = getLogger(["poetry", "service"]);
+
+/**
+ * `node:path`, loaded when a watch starts rather than with the program: most
+ * runs do not watch, and it adds a dozen Node modules to every start-up
+ * (issue 19; docs/benchmark.md, "Start-up"). Not a dynamic import: the watch
+ * starts synchronously (see {@linkcode watchPoems}).
+ */
+function nodePath(): typeof import("node:path") {
+  return pathModule ??= process.getBuiltinModule("node:path") as typeof import("node:path");
+}
+let pathModule: typeof import("node:path") | undefined;
 
 /** Editors write a file in several steps; re-read once they are done. */
 const WATCH_SETTLE_MS = 100;
@@ -59,8 +62,8 @@ export function watchPoems(server: Watched, stopped: Promise<unknown>): void {
 function entriesOf(path: string): string[] {
   const windows = Deno.build.os === "windows";
   const split = (p: string) => p.split(windows ? /[\\/]+/ : "/").filter((name) => name !== "");
-  const absolute = resolvePath(path);
-  let resolved = parsePath(absolute).root;
+  const absolute = nodePath().resolve(path);
+  let resolved = nodePath().parse(absolute).root;
   const rest = split(absolute.slice(resolved.length));
   const entries: string[] = [];
   // ELOOP's bound on Linux: a cycle of links must not spin for ever.
@@ -69,10 +72,10 @@ function entriesOf(path: string): string[] {
     if (name === ".") continue;
     // `resolved` holds no symlink, so its parent is the kernel's `..` too.
     if (name === "..") {
-      resolved = dirname(resolved);
+      resolved = nodePath().dirname(resolved);
       continue;
     }
-    const entry = join(resolved, name);
+    const entry = nodePath().join(resolved, name);
     let info: Deno.FileInfo;
     try {
       info = Deno.lstatSync(entry);
@@ -92,8 +95,10 @@ function entriesOf(path: string): string[] {
     if (info.isSymlink && ++links <= 40) {
       entries.push(entry);
       const target = Deno.readLinkSync(entry);
-      if (isAbsolute(target)) resolved = parsePath(target).root;
-      rest.unshift(...split(isAbsolute(target) ? target.slice(resolved.length) : target));
+      if (nodePath().isAbsolute(target)) resolved = nodePath().parse(target).root;
+      rest.unshift(
+        ...split(nodePath().isAbsolute(target) ? target.slice(resolved.length) : target),
+      );
       continue;
     }
     resolved = entry;
@@ -104,7 +109,7 @@ function entriesOf(path: string): string[] {
 
 /** What `watchFs` is given for an entry: its directory, or itself when that may not be read. */
 function watchedPathOf(entry: string): string {
-  const dir = dirname(entry);
+  const dir = nodePath().dirname(entry);
   return Deno.permissions.querySync({ name: "read", path: dir }).state === "granted" ? dir : entry;
 }
 
@@ -133,7 +138,7 @@ class PoemWatch {
   constructor(server: Watched) {
     this.#server = server;
     for (const dir of server.directories ?? []) {
-      let real = resolvePath(dir);
+      let real = nodePath().resolve(dir);
       try {
         real = Deno.realPathSync(dir);
       } catch {
@@ -167,7 +172,7 @@ class PoemWatch {
           { poem: poem.path, error: err instanceof Error ? err.message : String(err) },
         );
       }
-      return previous ?? [resolvePath(poem.path)];
+      return previous ?? [nodePath().resolve(poem.path)];
     }
   }
 
@@ -212,7 +217,7 @@ class PoemWatch {
         // trigger the next; a write is reported as "modify" anyway.
         if (event.kind === "access") continue;
         for (const path of event.paths) {
-          const poems = this.#poemsAt.get(resolvePath(path));
+          const poems = this.#poemsAt.get(nodePath().resolve(path));
           for (const poem of poems ?? []) this.#changed(poem);
           if (!poems && (event.kind === "create" || event.kind === "rename")) this.#appeared(path);
         }
@@ -231,9 +236,9 @@ class PoemWatch {
    * writes settle (an editor's or `sed -i`'s temporary file is renamed away).
    */
   #appeared(path: string): void {
-    const absolute = resolvePath(path);
-    const dir = this.#directories.get(dirname(absolute));
-    const name = basename(absolute);
+    const absolute = nodePath().resolve(path);
+    const dir = this.#directories.get(nodePath().dirname(absolute));
+    const name = nodePath().basename(absolute);
     if (dir === undefined || name.startsWith(".") || this.#newFiles.has(absolute)) return;
     this.#newFiles.set(
       absolute,

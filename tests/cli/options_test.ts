@@ -125,3 +125,50 @@ Deno.test("options: --proxy-protocol is off unless given, and takes no value", (
       err instanceof UsageError && /--proxy-protocol does not take a value/.test(err.message),
   );
 });
+
+Deno.test("options: --control is off unless given; on loopback, or off it with --control-allow-remote; never with --workers", () => {
+  assert.equal(parseCommandLine(["p"]).control, undefined);
+  assert.equal(parseCommandLine(["p"]).serve.resettable, undefined);
+  const cli = parseCommandLine(["--control", "127.0.0.1:8474", "p"]);
+  assert.deepEqual(cli.control, { hostname: "127.0.0.1", port: 8474, allowRemote: false });
+  // A toxic added at run time may reset: every listener must be able to.
+  assert.equal(cli.serve.resettable, true);
+  assert.deepEqual(parseCommandLine(["--control=[::1]:0", "p"]).control, {
+    hostname: "::1",
+    port: 0,
+    allowRemote: false,
+  });
+  assert.equal(parseCommandLine(["--control", "localhost:0", "p"]).control?.hostname, "localhost");
+  assert.deepEqual(
+    parseCommandLine(["--control", "0.0.0.0:8474", "--control-allow-remote", "p"]).control,
+    { hostname: "0.0.0.0", port: 8474, allowRemote: true },
+  );
+  const bad: [string[], RegExp][] = [
+    [["--control", "0.0.0.0:8474", "p"], /--control 0\.0\.0\.0:8474 is off loopback/],
+    [["--control", "8474", "p"], /--control needs HOST:PORT, got '8474'/],
+    [["--control-allow-remote", "p"], /--control-allow-remote needs --control/],
+    [["--control", "127.0.0.1:0", "--workers", "2", "p"], /--control does not work with --workers/],
+  ];
+  for (const [args, message] of bad) {
+    if (args.includes("--workers") && Deno.build.os !== "linux") continue;
+    assert.throws(() => parseCommandLine(args), (err: unknown) => {
+      assert.ok(err instanceof UsageError, `${args.join(" ")} gave ${err}`);
+      assert.match(err.message, message);
+      assert.equal(err.exitCode, 2);
+      return true;
+    });
+  }
+});
+
+Deno.test("options: --help lists every fault of the table, in its order, within 80 columns", async () => {
+  const { USAGE } = await import("../../cli/options.ts");
+  const { FAULTS } = await import("../../lib/fixture/fault_spec.ts");
+  let at = 0;
+  for (const { usage } of FAULTS) {
+    const found = USAGE.indexOf(`  ${usage}`, at);
+    assert.ok(found > at, `${usage} in --help, after the one before`);
+    at = found;
+  }
+  const section = USAGE.slice(USAGE.indexOf("--fault SPEC"), USAGE.indexOf("--seed N"));
+  for (const line of section.split("\n")) assert.ok(line.length <= 80, line);
+});

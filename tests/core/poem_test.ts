@@ -1,9 +1,18 @@
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { configureSync, type LogRecord, resetSync } from "@logtape/logtape";
 import { explainReadError, findPoemFiles } from "../../lib/core/poem_files.ts";
-import { loadPoems, Poem } from "../../lib/core/poem.ts";
+import {
+  BLOCK_SIZE,
+  loadPoems,
+  MIN_BLOCK_SIZE,
+  Poem,
+  type PoemReader,
+  STREAM_BUDGET,
+  streamBlockSize,
+} from "../../lib/core/poem.ts";
 import { UsageError } from "../../lib/base/errors.ts";
-import { makePoems } from "../helpers.ts";
+import { makePoems, seededBytes, STREAMED_SIZE } from "../helpers.ts";
 
 /** Runs `fn` with the `poetry.poem` warnings collected as plain text. */
 async function collectWarnings(fn: () => Promise<unknown>): Promise<string[]> {
@@ -79,6 +88,55 @@ Deno.test("poem: every connection shares the same bytes; reload swaps them for l
       "kept after a failed reload",
     );
   } finally {
+    await poems.cleanup();
+  }
+});
+
+Deno.test("poem: a streamed poem's readers share a budget: 1 MiB blocks for a few, less for many", () => {
+  assert.equal(streamBlockSize(1), BLOCK_SIZE);
+  assert.equal(streamBlockSize(STREAM_BUDGET / BLOCK_SIZE), BLOCK_SIZE);
+  const share = streamBlockSize(19);
+  assert.ok(share < BLOCK_SIZE && share * 19 <= STREAM_BUDGET, `${share} bytes each for 19`);
+  assert.equal(share % MIN_BLOCK_SIZE, 0);
+  assert.equal(streamBlockSize(1000), MIN_BLOCK_SIZE);
+  assert.equal(streamBlockSize(100_000), MIN_BLOCK_SIZE, "never below the smallest block");
+});
+
+Deno.test("poem: a streamed poem read by readers that come and go is exact, block by block", async () => {
+  const expected = seededBytes(STREAMED_SIZE, 31);
+  const poems = await makePoems({ "huge.bin": expected });
+  const readers: { reader: PoemReader; at: number }[] = [];
+  try {
+    const { content } = await Poem.load(poems.path("huge.bin"));
+    assert.equal(content.bytes, undefined, "streamed, not held");
+    const check = async (r: { reader: PoemReader; at: number }, size: number, max = BLOCK_SIZE) => {
+      const block = await r.reader.next(max);
+      assert.equal(block.length, Math.min(size, max, expected.length - r.at), `a block at ${r.at}`);
+      assert.ok(view(block).equals(expected.subarray(r.at, r.at + block.length)), `at ${r.at}`);
+      r.at += block.length;
+      return block;
+    };
+    for (let i = 0; i < 19; i++) readers.push({ reader: content.open(), at: 0 });
+    // Two rounds, every reader in turn: each block is its share of the budget,
+    // and one reader's block is not overwritten by another's read.
+    for (let round = 0; round < 2; round++) {
+      for (const r of readers) await check(r, streamBlockSize(19));
+    }
+    const [first, second] = readers;
+    const kept = await check(first, streamBlockSize(19));
+    const copy = kept.slice();
+    await check(second, streamBlockSize(19));
+    assert.ok(view(kept).equals(copy), "a block stays valid until its reader's next call");
+    // Most leave: the rest read 1 MiB blocks again, from where they were.
+    for (const r of readers.splice(2)) r.reader.close();
+    await check(first, BLOCK_SIZE);
+    while (second.at < expected.length) await check(second, BLOCK_SIZE);
+    assert.equal((await second.reader.next(BLOCK_SIZE)).length, 0, "empty at the end");
+    // A reader asked for less than a block gets exactly that much.
+    assert.equal((await check(first, BLOCK_SIZE, 1000)).length, 1000);
+    await check(first, BLOCK_SIZE);
+  } finally {
+    for (const r of readers) r.reader.close();
     await poems.cleanup();
   }
 });
@@ -183,3 +241,8 @@ Deno.test("poem: a file Deno keeps from --allow-read is called special, not a mi
   );
   assert.match(flag.hint ?? "", /--allow-read/);
 });
+
+// node:buffer's equals compares natively, on a view of the same memory.
+function view(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}

@@ -123,7 +123,8 @@ async function runWithGc(script: string) {
 }
 
 Deno.test("sender: a streamed transfer's heap does not grow with the number of blocks read", async () => {
-  // A 1 GiB poem is 4,096 reads of 256 KiB per client; anything a sender
+  // A 1 GiB poem is 1,024 reads of 1 MiB per client (65,536 of 16 KiB when
+  // a thousand clients share the block budget); anything a sender
   // keeps per read (a reaction left on a promise that settles only at the
   // end) added up to 1.2 MB per client. Here: 50,000 reads of 16 bytes.
   const result = await runWithGc(LONG_TRANSFER);

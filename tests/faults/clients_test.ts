@@ -130,9 +130,13 @@ Deno.test({
 
       // Each record says which faults its connection got.
       const log = await server.waitForLines(/Faults: /, 8);
-      assert.match(log, /got at most 100 of 20000 bytes .* completed\. Faults: reset-after=100\./);
-      assert.match(log, /got 100 of 20000 bytes .* client left\. Faults: stall-after=100\./);
-      assert.match(log, /got 0 of 20000 bytes .* Faults: refuse\./);
+      // The cuts, the reset, the refusal and the stall the client left are
+      // the faults' doing (faulted); the whole poem in chunks is completed.
+      assert.match(log, /got 100 of 20000 bytes .* faulted\. Faults: close-after=100\./);
+      assert.match(log, /got at most 100 of 20000 bytes .* faulted\. Faults: reset-after=100\./);
+      assert.match(log, /got 100 of 20000 bytes .* faulted\. Faults: stall-after=100\./);
+      assert.match(log, /got 0 of 20000 bytes .* faulted\. Faults: refuse\./);
+      assert.match(log, /got 20000 of 20000 bytes .* completed\. Faults: chunks=1-64\./);
       assert.doesNotMatch(log, /timed out/);
     } finally {
       await server.stop();

@@ -52,7 +52,7 @@ async function runWatched(args: string[]) {
   try {
     if (!ended) child.kill("SIGKILL");
   } catch {
-    // Exited between the last look and the kill (a zombie has no VmRSS).
+    // Exited after the last check, before `output` settled.
   }
   const { code, stdout, stderr } = await output;
   const decoder = new TextDecoder();

@@ -213,3 +213,74 @@ Deno.test({
     }
   },
 });
+
+/**
+ * Reads to the end (or `limit` bytes), comparing with `poem` as the bytes
+ * come, so that many clients of a streamed poem hold no copy of it each.
+ * @returns how many bytes came, and whether each was the poem's.
+ */
+async function readComparing(
+  conn: Deno.Conn,
+  poem: Uint8Array,
+  limit = Infinity,
+): Promise<{ got: number; exact: boolean }> {
+  const buffer = new Uint8Array(64 * 1024);
+  let got = 0;
+  let exact = true;
+  while (got < limit) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    exact &&= same(buffer.subarray(0, n), poem.subarray(got, got + n));
+    got += n;
+  }
+  return { got, exact };
+}
+
+Deno.test({
+  name: "a streamed poem is exact for 18 clients at once, fast and slow, while one leaves early",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    const poem = seededBytes(STREAMED_SIZE, 37);
+    // One process, so every reader shares one thread's budget: 19 readers get
+    // less than 1 MiB each, and blocks grow back as they finish.
+    const config = JSON.stringify({
+      iface: "127.0.0.1",
+      listeners: [
+        { poem: "huge.bin", port: 0 },
+        // A paced write larger than a block is sent from several blocks.
+        { poem: "huge.bin", port: 0, "num-bytes": 3_000_000, delay: 0.05 },
+      ],
+    });
+    const poems = await makePoems({ "huge.bin": poem, "poetry.jsonc": config });
+    const server = await startServer(["--config", poems.path("poetry.jsonc")], { listeners: 2 });
+    try {
+      const [fast, slow] = server.addresses;
+      const client = async (address: Deno.ConnectOptions, limit?: number) => {
+        const conn = await Deno.connect(address);
+        try {
+          return await readComparing(conn, poem, limit);
+        } finally {
+          conn.close(); // before the end: unread bytes, so the server sees a reset
+        }
+      };
+      const leaver = client(fast, 1024 * 1024);
+      const results = await Promise.all([
+        ...Array.from({ length: 16 }, () => client(fast)),
+        client(slow),
+        client(slow),
+      ]);
+      for (const [i, { got, exact }] of results.entries()) {
+        assert.equal(got, poem.length, `client ${i}`);
+        assert.ok(exact, `client ${i} got the poem's bytes`);
+      }
+      const left = await leaver;
+      assert.ok(left.exact && left.got >= 1024 * 1024 && left.got < poem.length);
+      await server.waitForLines(/: completed\./, 18, 60_000);
+      await server.waitForStderr(/: client left\./, 10_000);
+      assert.doesNotMatch(server.stderr(), /: error/);
+    } finally {
+      await server.stop();
+      await poems.cleanup();
+    }
+  },
+});

@@ -171,7 +171,7 @@ Deno.test("--fault on the command line applies to every poem; the log names the 
   );
   try {
     for (const address of server.addresses) assert.equal((await fetchBytes(address)).length, 7);
-    await server.waitForLines(/got 7 of 100 bytes .* completed\. Faults: close-after=7\./, 2);
+    await server.waitForLines(/got 7 of 100 bytes .* faulted\. Faults: close-after=7\./, 2);
     await server.waitForStderr(/Faults on 127\.0\.0\.1:\d+: close-after=7 \(--seed 1\)/);
   } finally {
     await server.stop();

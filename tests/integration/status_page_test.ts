@@ -1,6 +1,7 @@
 // The status page in a real headless Chromium (the Debian package), driven
 // over the DevTools protocol: while slow transfers run, the rendered DOM
-// must list each of them with its progress; a screenshot is saved as an
+// must list each of them with its progress and its faults (issue 20), and
+// each listener with its faults; a screenshot is saved as an
 // artifact (.artifacts/status-page.png, or $POETRY_ARTIFACTS).
 
 import assert from "node:assert/strict";
@@ -94,6 +95,12 @@ Deno.test({
       "0.05",
       "--drain-timeout",
       "0",
+      // --seed 3 stalls the second client of the first poem and the first
+      // of the second (in accept order): two transfers with a fault.
+      "--fault",
+      "stall-after=40,probability=0.5",
+      "--seed",
+      "3",
       ...Object.keys(POEMS),
     ], { listeners: 2 });
     const profile = await Deno.makeTempDir({ prefix: "poetry-chromium-" });
@@ -136,9 +143,10 @@ Deno.test({
         deviceScaleFactor: 1,
         mobile: false,
       }, sessionId);
-      type Row = { peer: string; sent: number; total: number; text: string };
+      type Row = { peer: string; sent: number; total: number; text: string; faults: string };
       let rows: Row[] = [];
       let listeners: string[] = [];
+      let totals: Record<string, string> = {};
       let state = "";
       let rate = "";
       const deadline = Date.now() + 30_000; // only a page that never draws them reaches it
@@ -149,14 +157,16 @@ Deno.test({
             state: document.getElementById("state")?.textContent,
             rate: document.querySelector('[data-total="send rate"] b')?.textContent,
             listeners: [...document.querySelectorAll(".listener .socket")].map((e) => e.textContent),
+            totals: Object.fromEntries([...document.querySelectorAll("#totals [data-total]")]
+              .map((e) => [e.dataset.total, e.querySelector("b").textContent])),
             rows: [...document.querySelectorAll(".transfer")].map((r) => ({
               peer: r.dataset.peer, sent: +r.dataset.sent, total: +r.dataset.total,
-              text: r.textContent,
+              text: r.textContent, faults: r.dataset.faults,
             })),
           })`,
           returnByValue: true,
         }, sessionId);
-        ({ rows, listeners, state, rate } = JSON.parse(result.value));
+        ({ rows, listeners, state, rate, totals } = JSON.parse(result.value));
         // Rates need two polls.
         if (rows.length === CLIENTS && rows.every((r) => r.sent > 10) && rate !== "-") break;
         await delay(100);
@@ -170,6 +180,9 @@ Deno.test({
         const port = server.addresses[i].port;
         assert.match(listeners[i], new RegExp(`listening on 127\\.0\\.0\\.1:${port}`));
         assert.match(listeners[i], new RegExp(`${POEMS[path as keyof typeof POEMS]} in flight`));
+        // Each listener's faults, its seed, and how many of its clients got them.
+        assert.match(listeners[i], /faults: stall-after=40,probability=0\.5 \(--seed 3\)/);
+        assert.match(listeners[i], /applied: 1 stall-after/);
       }
       for (const row of rows) {
         assert.match(row.peer, /^127\.0\.0\.1:\d+$/);
@@ -177,6 +190,17 @@ Deno.test({
         assert.ok(row.sent > 0 && row.sent < row.total, JSON.stringify(row));
         assert.match(row.text, new RegExp(`${row.peer}\\d+ of \\d+ B, \\d+\\.\\d s`));
       }
+      // Each client's own faults: the two stalled at 40 bytes say so, the others have none.
+      const stalled = rows.filter((r) => r.faults === "stall-after=40");
+      assert.equal(stalled.length, 2, JSON.stringify(rows));
+      for (const row of stalled) {
+        assert.equal(row.sent, 40, JSON.stringify(row));
+        assert.match(row.text, /faults: stall-after=40$/);
+      }
+      assert.ok(rows.filter((r) => r.faults === "").every((r) => !/faults/.test(r.text)));
+      // The totals, in the log's words: faulted is there, with the faults applied.
+      assert.equal(totals["faulted"], "0", JSON.stringify(totals));
+      assert.equal(totals["stall-after applied"], "2", JSON.stringify(totals));
       const shot = await devtools.send("Page.captureScreenshot", { format: "png" }, sessionId);
       const dir = Deno.env.get("POETRY_ARTIFACTS") ?? `${ROOT}/.artifacts`;
       await Deno.mkdir(dir, { recursive: true });

@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
 import { exposition, Histogram } from "../../lib/observe/exposition.ts";
+import { PoetryMetrics } from "../../lib/observe/metrics.ts";
+import { serve } from "../../lib/server/server.ts";
+import { delay, fetchBytes, makePoems } from "../helpers.ts";
 
 Deno.test("metrics: a histogram counts each observation in the first bucket that holds it", () => {
   const h = new Histogram([0.1, 1]);
@@ -55,4 +58,36 @@ Deno.test("metrics: label values and help escape backslash, quote and newline", 
       "",
     ].join("\n"),
   );
+});
+
+Deno.test("metrics: faults applied by poem, listener and fault, each of the listener's faults from 0", async () => {
+  const poems = await makePoems({ "a.txt": "0123456789\n" });
+  const metrics = new PoetryMetrics();
+  const server = await serve([poems.path("a.txt")], {
+    iface: "127.0.0.1",
+    observer: metrics,
+    faults: ["jitter=0.1,probability=0", "close-after=3"],
+    seed: 1,
+  });
+  try {
+    const faults = () => {
+      const family = metrics.families(server).find((f) => f.name === "poetry_faults_applied_total");
+      if (family?.type !== "counter") return assert.fail("no faults family");
+      return family.samples.map((s) => [s.labels?.listener, s.labels?.fault, s.value]);
+    };
+    // In the fault table's order, not the command line's.
+    assert.deepEqual(faults(), [["0", "close-after", 0], ["0", "jitter", 0]]);
+    for (let i = 0; i < 2; i++) {
+      assert.equal((await fetchBytes(server.listeners[0].addr)).length, 3);
+    }
+    for (let i = 0; i < 100 && server.listeners[0].counts.faulted < 2; i++) await delay(20);
+    assert.deepEqual(faults(), [["0", "close-after", 2], ["0", "jitter", 0]]);
+    const totals = metrics.stats.snapshot(server);
+    assert.equal(totals.faulted, 2);
+    assert.equal(totals.completed, 0);
+    assert.deepEqual(totals.faultsApplied, { "close-after": 2, jitter: 0 });
+  } finally {
+    await server.shutdown(0);
+    await poems.cleanup();
+  }
 });

@@ -15,6 +15,7 @@ const linux = Deno.build.os === "linux";
 function summary(completed: number, timedOut = false): ShutdownSummary {
   return {
     completed,
+    faulted: 1,
     "client left": 1,
     "timed out": 0,
     "cut short": 2,
@@ -23,12 +24,15 @@ function summary(completed: number, timedOut = false): ShutdownSummary {
     acceptErrors: 4,
     badProxyHeaders: 5,
     timedOut,
+    faultsApplied: { "close-after": completed },
   };
 }
 
 function snapshot(completed: number, dropped: number, uptime: number): StatsSnapshot {
   return {
     completed,
+    faulted: 2,
+    faultsApplied: { "reset-after": 2, ...(completed > 4 ? { chunks: 1 } : {}) },
     "client left": 0,
     "timed out": 0,
     "cut short": 0,
@@ -45,6 +49,7 @@ function snapshot(completed: number, dropped: number, uptime: number): StatsSnap
 Deno.test("workers: summaries add up, and one that timed out makes the whole timed out", () => {
   assert.deepEqual(addSummaries([summary(1), summary(2, true), summary(3)]), {
     completed: 6,
+    faulted: 3,
     "client left": 3,
     "timed out": 0,
     "cut short": 6,
@@ -53,6 +58,7 @@ Deno.test("workers: summaries add up, and one that timed out makes the whole tim
     acceptErrors: 12,
     badProxyHeaders: 15,
     timedOut: true,
+    faultsApplied: { "close-after": 6 },
   });
 });
 
@@ -64,6 +70,8 @@ Deno.test("workers: stats add up, but dropped records and uptime are the main th
   assert.equal(total.denied, 3);
   assert.equal(total.droppedLogRecords, 7);
   assert.equal(total.uptimeSeconds, 60);
+  assert.equal(total.faulted, 6);
+  assert.deepEqual(total.faultsApplied, { "reset-after": 6, chunks: 1 });
 });
 
 Deno.test("workers: metric series add up by labels; the process's families are counted once", () => {
@@ -109,6 +117,27 @@ Deno.test("workers: metric series add up by labels; the process's families are c
   if (rss.type !== "histogram") assert.deepEqual(rss.samples, [{ value: 100 }]);
 });
 
+Deno.test("workers: a fault series only a worker has is added too, after the main thread's", () => {
+  const faults = (...samples: [string, number][]): MetricFamily[] => [{
+    name: "poetry_faults_applied_total",
+    help: "h",
+    type: "counter",
+    samples: samples.map(([fault, value]) => ({
+      labels: { poem: "a", listener: "0", fault },
+      value,
+    })),
+  }];
+  const [total] = addFamilies(faults(["close-after", 2]), [
+    structuredClone(faults(["close-after", 3], ["refuse", 1])),
+    structuredClone(faults(["refuse", 4])),
+  ]);
+  if (total.type === "histogram") return assert.fail("not a counter");
+  assert.deepEqual(
+    total.samples.map((s) => [s.labels?.fault, s.value]),
+    [["close-after", 5], ["refuse", 5]],
+  );
+});
+
 Deno.test("workers: status reports merge transfers per listener, oldest first, with per-worker totals", () => {
   const report = (completed: number, seconds: number[]): StatusReport => ({
     version: "0",
@@ -120,8 +149,17 @@ Deno.test("workers: status reports merge transfers per listener, oldest first, w
       size: 10,
       pace: null,
       active: seconds.length,
-      transfers: seconds.map((s) => ({ peer: `127.0.0.1:${s}`, sent: 1, total: 10, seconds: s })),
+      transfers: seconds.map((s) => ({
+        peer: `127.0.0.1:${s}`,
+        sent: 1,
+        total: 10,
+        seconds: s,
+        faults: ["stall-after=1"],
+      })),
       unlisted: 0,
+      faults: ["stall-after=1"],
+      seed: 7,
+      faultsApplied: { "stall-after": completed },
     }],
   });
   const merged = addReports(report(4, [1, 3]), [report(6, [2])]);
@@ -129,7 +167,13 @@ Deno.test("workers: status reports merge transfers per listener, oldest first, w
   assert.equal(merged.listeners[0].active, 3);
   assert.deepEqual(merged.listeners[0].transfers.map((t) => t.seconds), [3, 2, 1]);
   assert.equal(merged.listeners[0].unlisted, 0);
-  assert.deepEqual(merged.workers, [{ completed: 4, inFlight: 2 }, { completed: 6, inFlight: 2 }]);
+  assert.deepEqual(merged.listeners[0].faultsApplied, { "stall-after": 10 });
+  assert.deepEqual(merged.listeners[0].faults, ["stall-after=1"]);
+  assert.deepEqual(merged.totals.faultsApplied, { "reset-after": 4, chunks: 1 });
+  assert.deepEqual(merged.workers, [
+    { completed: 4, faulted: 2, inFlight: 2 },
+    { completed: 6, faulted: 2, inFlight: 2 },
+  ]);
 });
 
 Deno.test({

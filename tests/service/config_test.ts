@@ -51,3 +51,22 @@ Deno.test("config: the command line replaces the top level; a listener's own set
   assert.equal(withCli.listeners![1].iface, "::1", "a listener's own address wins");
   assert.throws(() => combineConfig(config, { port: 1 }), /--port does not combine with --config/);
 });
+
+Deno.test("config: a listener's name (the control endpoint's for it) is a path segment, one per listener", async () => {
+  const named = await parseConfig(
+    '{ "listeners": [{ "poem": "a.txt", "name": "ode" }] }',
+    "p.jsonc",
+  );
+  assert.equal(named.listeners[0].name, "ode");
+  await assert.rejects(
+    parseConfig(
+      '{ "listeners": [{ "poem": "a", "name": "x" }, { "poem": "b", "name": "x" }] }',
+      "p.jsonc",
+    ),
+    /p\.jsonc: two listeners are named x/,
+  );
+  await assert.rejects(
+    parseConfig('{ "listeners": [{ "poem": "a", "name": "a/b" }] }', "p.jsonc"),
+    /listeners\[0\]\.name must be 1 to 64 letters/,
+  );
+});
