@@ -18,6 +18,20 @@ export const STREAMED_SIZE: number = STREAM_THRESHOLD + 64 * 1024;
 export const ROOT: string = decodeURIComponent(new URL("..", import.meta.url).pathname)
   .replace(/^\/([A-Za-z]:)/, "$1");
 
+/**
+ * How long a server may take to print its `Serving` lines, or a bad command
+ * line to exit, before it is killed. Only a hang reaches it: on a 2-core
+ * machine under a load of 10-20 a start-up takes seconds, not a minute.
+ */
+export const START_TIMEOUT_MS = 60_000;
+
+/**
+ * The default deadline of `waitForStderr` and `waitForLines`: they return as
+ * soon as the line is there, so the deadline only bounds a line that never
+ * comes, and a busy machine must not reach it.
+ */
+export const WAIT_TIMEOUT_MS = 20_000;
+
 /** Whether the tests run against a command named by `POETRY_SERVER`. */
 export const CUSTOM_SERVER: boolean = Boolean(Deno.env.get("POETRY_SERVER"));
 
@@ -105,7 +119,7 @@ export async function startServer(
   const lines = process.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(new LineSplitter());
   const reader = lines.getReader();
   const serving: string[] = [];
-  const timeout = setTimeout(() => process.kill("SIGKILL"), 15_000);
+  const timeout = setTimeout(() => process.kill("SIGKILL"), START_TIMEOUT_MS);
   while (serving.length < (options.listeners ?? 1)) {
     const { value, done } = await reader.read();
     if (done) {
@@ -131,7 +145,7 @@ export async function startServer(
     restOfStdout: () => restOfStdout,
     stderr: () => stderrText,
     drainStderr,
-    async waitForStderr(pattern, timeoutMs = 5000) {
+    async waitForStderr(pattern, timeoutMs = WAIT_TIMEOUT_MS) {
       const deadline = Date.now() + timeoutMs;
       while (!pattern.test(stderrText)) {
         if (Date.now() > deadline) {
@@ -141,7 +155,7 @@ export async function startServer(
       }
       return stderrText;
     },
-    async waitForLines(pattern, count, timeoutMs = 5000) {
+    async waitForLines(pattern, count, timeoutMs = WAIT_TIMEOUT_MS) {
       const deadline = Date.now() + timeoutMs;
       const matching = () => stderrText.split("\n").filter((line) => pattern.test(line)).length;
       while (matching() < count) {
@@ -196,7 +210,7 @@ export async function runServer(
     } catch {
       // Exited just now, before `output()` settled.
     }
-  }, options.timeoutMs ?? 15_000);
+  }, options.timeoutMs ?? START_TIMEOUT_MS);
   const { code, stdout, stderr } = await process.output();
   clearTimeout(timeout);
   const decoder = new TextDecoder();

@@ -174,8 +174,10 @@ function holdSignals(signals: Deno.Signal[], onEach?: () => void): HeldSignals {
  * stops the inspector server and resets its connections. Deno's handler and
  * ours wake on the same signal in either order, so close now and then again,
  * more and more sparsely, until Deno's has surely run: the inspector stays
- * open a millisecond or two. A compiled binary installs no such handler
- * (close() is then a no-op). docs/observing.md says this for operators.
+ * open a few milliseconds (tens on a busy machine: Deno's handler runs at
+ * most two event-loop turns after ours, and these closes span ten). A
+ * compiled binary installs no such handler (close() is then a no-op).
+ * docs/observing.md says this for operators, with the measurements.
  */
 async function shutInspector(): Promise<void> {
   const inspector = nodeInspector();

@@ -174,7 +174,9 @@ attackTest(
       console.log(`  bystander's longest wait ${Math.round(maxGap)} ms; RSS +${grown} KiB`);
       bystander.close();
       victim?.close();
-      assert.ok(maxGap < 500, `a paced client waited ${Math.round(maxGap)} ms for one byte`);
+      // A server that stalls on the big poem holds every byte for its whole
+      // transfer (seconds); 1.5 s leaves room for a busy machine's scheduling.
+      assert.ok(maxGap < 1500, `a paced client waited ${Math.round(maxGap)} ms for one byte`);
       assert.ok(grown < 64 * 1024, `RSS grew by ${grown} KiB for one client of a 1 MiB poem`);
     } finally {
       await server.stop();

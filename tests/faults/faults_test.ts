@@ -183,11 +183,13 @@ faultTest("stalled readers of a large poem are dropped after --write-timeout", a
     const stalled = await Promise.all(
       Array.from({ length: 10 }, () => Deno.connect(server.addresses[0])),
     );
-    await server.waitForLines(/: timed out\./, 10, 8000);
+    await server.waitForLines(/: timed out\./, 10);
     const ms = performance.now() - started;
     for (const conn of stalled) conn.close();
     console.log(`  10 stalled readers dropped after ${(ms / 1000).toFixed(1)} s (timeout 2 s)`);
-    assert.ok(ms >= 2000 && ms < 6000, `took ${ms} ms`);
+    // Not before the 2 s timeout (strict); the upper bound only catches a
+    // timeout several times too long, with room for a busy machine.
+    assert.ok(ms >= 2000 && ms < 12_000, `took ${ms} ms`);
     assert.deepEqual(await fetchBytes(server.addresses[0]), BIG, "others are still served");
   } finally {
     await server.stop();
@@ -245,7 +247,8 @@ faultTest(
     const ms = performance.now() - started;
     await Promise.all(transfers);
     assert.equal(status.code, 0);
-    assert.ok(ms < 3000, `exit took ${ms} ms`);
+    // The 0.5 s drain timeout, not the transfers' 10 s; room for a busy machine.
+    assert.ok(ms < 6000, `exit took ${ms} ms`);
     assert.match(
       server.stderr(),
       /Shut down: 0 completed, 0 client left, 0 timed out, 5 cut short/,
@@ -475,8 +478,18 @@ faultTest(
       if (random() < 0.15) args.shift(); // sometimes no good poem at all
       lines.push(args);
     }
-    // A bad value must not start a server: a timeout would show up as a failure.
-    const results = await Promise.all(lines.map((args) => runServer(args, { timeoutMs: 10_000 })));
+    // A bad value must not start a server: one that did would run until the
+    // helper's minute is up and be killed (exit 137), a failure below. Four
+    // at a time: thirty Deno start-ups at once on a busy 2-core machine take
+    // longer than any bound a passing run should need.
+    const results: { code: number; stdout: string; stderr: string }[] = [];
+    let next = 0;
+    await Promise.all(Array.from({ length: 4 }, async () => {
+      while (next < lines.length) {
+        const i = next++;
+        results[i] = await runServer(lines[i]);
+      }
+    }));
     for (const [i, result] of results.entries()) {
       const where = `args ${JSON.stringify(lines[i])}:\n${result.stderr}`;
       assert.ok(result.code === 1 || result.code === 2, `exit ${result.code} for ${where}`);
@@ -529,7 +542,7 @@ faultTest("clients that reset in the accept queue do not stall the ones after th
     console.log(`  a client behind 100 resets got its poem after ${(ms / 1000).toFixed(1)} s`);
     for (const r of [first, second, after]) assert.equal(r.bytes.length, 100);
     // Its own turn comes after the two before it: about 2.5 s, not minutes.
-    assert.ok(ms < 6000, `took ${ms} ms`);
+    assert.ok(ms < 30_000, `took ${ms} ms`);
     assert.doesNotMatch(server.stderr(), /retrying in/);
   } finally {
     await server.stop();
@@ -645,7 +658,9 @@ faultTest(
         } ms`,
       );
       assert.equal(status.code, 0);
-      assert.ok(ms < 4000, `took ${ms} ms`);
+      // The 2 s drain timeout, not the parked client's transfer, which would
+      // never end; room for a busy machine.
+      assert.ok(ms < 15_000, `took ${ms} ms`);
     } finally {
       await server.stop();
       await huge.cleanup();

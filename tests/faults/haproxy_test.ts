@@ -19,6 +19,7 @@ import {
   type RunningServer,
   serverCommand,
   startServer,
+  WAIT_TIMEOUT_MS,
 } from "../helpers.ts";
 import { allRunnableBlocks, freePortsFor, withPorts } from "../doc_examples.ts";
 
@@ -72,7 +73,7 @@ function fetchFrom(
 }
 
 /** Waits until `done()`, up to `timeoutMs` (records reach stderr in batches, in the background). */
-async function waitUntil(done: () => boolean, timeoutMs = 10_000): Promise<void> {
+async function waitUntil(done: () => boolean, timeoutMs = WAIT_TIMEOUT_MS): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!done() && Date.now() < deadline) await delay(50);
 }
@@ -183,7 +184,13 @@ Deno.test({
         await delay(20);
       }
       const all = await Promise.all([...early, ...late]);
-      for (const got of all) assert.deepEqual(got.bytes, bytes, `${got.client} got the whole poem`);
+      for (const got of all) {
+        assert.deepEqual(
+          got.bytes,
+          bytes,
+          `${got.client} got the whole poem; HAProxy:\n${balancerLog}`,
+        );
+      }
       const status = await poetry[0].stop();
       assert.equal(status.code, 0);
       const log1 = poetry[0].stderr();

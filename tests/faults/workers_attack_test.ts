@@ -16,7 +16,9 @@ import {
   seededBytes,
   serverCommand,
   socketCount,
+  START_TIMEOUT_MS,
   startServer,
+  WAIT_TIMEOUT_MS,
   waitForSockets,
 } from "../helpers.ts";
 
@@ -51,11 +53,12 @@ function spawnServer(args: string[]) {
   const stderrDone = (async () => {
     for await (const text of process.stderr.pipeThrough(new TextDecoderStream())) stderr += text;
   })();
-  const killer = setTimeout(() => process.kill("SIGKILL"), 30_000);
+  // Only a hung test reaches it; a busy machine's slowest test takes ~20 s.
+  const killer = setTimeout(() => process.kill("SIGKILL"), 120_000);
   return {
     process,
     stderr: () => stderr,
-    async waitForStderr(pattern: RegExp, timeoutMs = 10_000) {
+    async waitForStderr(pattern: RegExp, timeoutMs = WAIT_TIMEOUT_MS) {
       const deadline = performance.now() + timeoutMs;
       while (!pattern.test(stderr)) {
         if (performance.now() > deadline) throw new Error(`never matched ${pattern}:\n${stderr}`);
@@ -125,7 +128,7 @@ attackTest(
     ]);
     try {
       let conn: Deno.Conn | undefined;
-      const deadline = performance.now() + 10_000;
+      const deadline = performance.now() + START_TIMEOUT_MS;
       while (!conn && performance.now() < deadline) {
         conn = await Deno.connect({ hostname: "127.0.0.1", port }).catch(() => undefined);
         if (!conn) await delay(2);
@@ -170,10 +173,21 @@ attackTest(
       let stdout = "";
       while ((stdout.match(/\n/g) ?? []).length < 2) {
         const { value, done } = await lines.read();
-        if (done) throw new Error(`exited:\n${server.stderr()}`);
+        if (done) break;
         stdout += value;
       }
       lines.releaseLock();
+      if ((stdout.match(/\n/g) ?? []).length < 2) {
+        // A busy machine can start a worker only after the unlink: it then
+        // finds c.txt gone, and the server must stop with that one error line
+        // (not serve two poems on one port, not print a trace).
+        const status = await server.process.status;
+        assert.notEqual(status.code, 0, server.stderr());
+        assert.match(server.stderr(), /^error: poem not found: \S*c\.txt$/m);
+        assert.doesNotMatch(server.stderr(), /^\s+at |Stack backtrace|panicked/m);
+        console.log("  the workers started after the unlink: a clean refusal");
+        return;
+      }
       const [first, second] = [...stdout.matchAll(/Serving (\S+) on 127\.0\.0\.1:(\d+)\./g)];
       const seen = new Map<string, Set<string>>();
       for (const [, path, port] of [first, second]) {
@@ -225,8 +239,9 @@ attackTest(
           return Math.round(performance.now() - started);
         }));
       // Each worker applies the new pace when its message arrives, after the
-      // main thread's record: a worker that never does keeps failing a round.
-      const deadline = Date.now() + 10_000;
+      // main thread's record: a worker that never does keeps failing a round
+      // (the deadline bounds only that; a busy machine settles well before).
+      const deadline = Date.now() + 30_000;
       let times = await round();
       while (times.some((ms) => ms < 250) && Date.now() < deadline) {
         await delay(100);
@@ -389,7 +404,9 @@ attackTest(
       const status = await server.process.status;
       const ms = performance.now() - sent;
       assert.equal(status.code, 1);
-      assert.ok(ms < 1000, `exited ${Math.round(ms)} ms after the second SIGTERM`);
+      // "At once" against a drain of 3 MiB poems paced at 0.1 s, minutes away;
+      // a busy machine may take a second or two to deliver and exit.
+      assert.ok(ms < 5000, `exited ${Math.round(ms)} ms after the second SIGTERM`);
       await delay(100);
       const lines = server.stderr().split("\n").slice(0, -1);
       assert.deepEqual(lines.filter((line) => !RECORD.test(line)), []);
@@ -501,7 +518,7 @@ attackTest(
       }));
       assert.equal(wrong, 0);
       server.drainStderr();
-      await server.waitForStderr(/Dropped \d+ log records/, 10_000);
+      await server.waitForStderr(/Dropped \d+ log records/);
       const status = await server.stop();
       assert.equal(status.code, 0);
       const text = server.stderr();

@@ -10,6 +10,12 @@ const POEM = "A poem, waited for\nby two thousand clients\nwhile nobody reads th
 const encoder = new TextEncoder();
 const SIZE = encoder.encode(POEM).length;
 
+/**
+ * A server frozen on its full stderr never answers: any bound catches it, so
+ * these are far above what a busy 2-core machine takes.
+ */
+const FROZEN_MS = 20_000;
+
 /** Fetches a poem, failing after `ms` instead of waiting on a frozen server. */
 async function fetchWithin(address: PoemAddress, ms: number): Promise<Uint8Array> {
   const conn = await Deno.connect({ ...address, transport: "tcp" });
@@ -45,7 +51,7 @@ async function fetchMany(
   const worker = async () => {
     while (next < count) {
       next++;
-      assert.deepEqual(await fetchWithin(address, 5000), expected);
+      assert.deepEqual(await fetchWithin(address, FROZEN_MS), expected);
     }
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
@@ -76,8 +82,8 @@ Deno.test({
       const started = performance.now();
       await fetchMany(server.addresses[0], 2000, encoder.encode(POEM));
       const seconds = (performance.now() - started) / 1000;
-      assert.ok(seconds < 30, `2,000 fetches took ${seconds.toFixed(1)} s`);
-      const status = await stopWithin(server, 5000);
+      assert.ok(seconds < 120, `2,000 fetches took ${seconds.toFixed(1)} s`);
+      const status = await stopWithin(server, FROZEN_MS);
       assert.equal(status.code, 0);
     } finally {
       await server.stop("SIGKILL");
@@ -101,12 +107,12 @@ Deno.test({
     try {
       await fetchMany(server.addresses[0], total, encoder.encode(POEM));
       server.drainStderr();
-      const text = await server.waitForStderr(/Dropped \d+ log records/, 10_000);
+      const text = await server.waitForStderr(/Dropped \d+ log records/);
       assert.match(
         text,
         /\[WRN\] poetry\.log: Dropped \d+ log records: stderr was not keeping up\./,
       );
-      const status = await stopWithin(server, 5000);
+      const status = await stopWithin(server, FROZEN_MS);
       assert.equal(status.code, 0);
       const all = server.stderr();
       // At exit, with stderr read again, no record is lost.
@@ -135,7 +141,7 @@ Deno.test({
     try {
       assert.equal(server.lines.length, 1);
       assert.ok(server.lines[0].includes("x\\nServing fake.txt on 127.0.0.1:1.txt on 127.0.0.1:"));
-      assert.deepEqual(await fetchWithin(server.addresses[0], 5000), encoder.encode(POEM));
+      assert.deepEqual(await fetchWithin(server.addresses[0], FROZEN_MS), encoder.encode(POEM));
       await server.waitForStderr(/ completed\.\n/);
     } finally {
       const status = await server.stop();

@@ -150,7 +150,8 @@ Deno.test("proxy protocol: a missing, malformed or slow header is closed without
   try {
     const garbage = await fetchAfter(address, "GET / HTTP/1.0\r\n\r\n");
     assert.equal(garbage.bytes.length, 0);
-    assert.ok(garbage.ms < 1000, `refused at once, took ${garbage.ms} ms`);
+    // At once: below the 2.5 s a header is waited for, with room for load.
+    assert.ok(garbage.ms < 2000, `refused at once, took ${garbage.ms} ms`);
     // A v1 line with a heading zero is not the spec's.
     const zero = await fetchAfter(address, "PROXY TCP4 127.0.0.09 127.0.0.1 40000 10000\r\n");
     assert.equal(zero.bytes.length, 0);
@@ -161,10 +162,11 @@ Deno.test("proxy protocol: a missing, malformed or slow header is closed without
     await delay(100);
     const good = await fetchAfter(address, v2Header(11, 40004));
     assert.deepEqual(good.bytes, EXPECTED);
-    assert.ok(good.ms < 1000, `a good client waited ${good.ms} ms`);
+    assert.ok(good.ms < 2000, `a good client waited ${good.ms} ms`);
     for (const slow of [await silent, await half]) {
       assert.equal(slow.bytes.length, 0);
-      assert.ok(slow.ms >= 2500 && slow.ms < 6000, `closed after ${slow.ms} ms`);
+      // Not before the timeout (strict); after it only "not never".
+      assert.ok(slow.ms >= 2500 && slow.ms < 15_000, `closed after ${slow.ms} ms`);
     }
     const log = await server.waitForLines(/no valid PROXY header/, 4);
     assert.match(log, /127\.0\.0\.1:\d+ sent no valid PROXY header \(not a PROXY header\)/);
@@ -191,7 +193,9 @@ Deno.test("proxy protocol: at the cap, a silent client holds its slot only until
     const { client: silent } = await accepted(server, () => fetchAfter(address, ""));
     const waiting = await fetchAfter(address, v2Header(12, 40005));
     assert.deepEqual(waiting.bytes, EXPECTED);
-    assert.ok(waiting.ms > 2000 && waiting.ms < 6000, `served after ${waiting.ms} ms`);
+    // Not before the silent client's timeout (strict); after it, only "not
+    // never", with room for a busy machine.
+    assert.ok(waiting.ms > 2000 && waiting.ms < 15_000, `served after ${waiting.ms} ms`);
     assert.equal((await silent).bytes.length, 0);
   } finally {
     await server.stop();

@@ -133,9 +133,11 @@ Deno.test("slow mode sends --num-bytes at a time, --delay apart", async () => {
   try {
     const { bytes, arrivals, ms } = await readTimed(server.addresses[0]);
     assert.equal(new TextDecoder().decode(bytes), poem);
-    // Chunks 100 ms apart arrive one read each; allow a merge or two on a busy machine.
-    assert.ok(arrivals.length >= 8 && arrivals.length <= 10, `${arrivals.length} reads`);
-    assert.ok(ms >= 850 && ms < 3000, `took ${ms} ms, expected about 900`);
+    // Chunks 100 ms apart arrive one read each; a busy machine that runs the
+    // reader late merges some (a server that ignored --num-bytes sends one).
+    assert.ok(arrivals.length >= 6 && arrivals.length <= 10, `${arrivals.length} reads`);
+    // The delays are strict; the upper bound only catches a pace far off.
+    assert.ok(ms >= 850 && ms < 10_000, `took ${ms} ms, expected about 900`);
   } finally {
     await server.stop();
     await poems.cleanup();
@@ -148,7 +150,8 @@ Deno.test("fractional delays work, and --num-bytes defaults to 10", async () => 
   try {
     const { bytes, ms } = await readTimed(server.addresses[0]);
     assert.equal(bytes.length, 50);
-    assert.ok(ms >= 180 && ms < 2000, `took ${ms} ms, expected about 200`);
+    // A delay rounded up to 1 s would take 4 s.
+    assert.ok(ms >= 180 && ms < 3000, `took ${ms} ms, expected about 200`);
   } finally {
     await server.stop();
     await poems.cleanup();
@@ -239,7 +242,8 @@ Deno.test("200 slow clients at once are paced together", async () => {
     );
     const ms = performance.now() - started;
     assert.ok(got.every((r) => r.bytes.length === 40));
-    assert.ok(ms >= 280 && ms < 3000, `200 clients took ${ms} ms, expected about 300`);
+    // One after another they would take a minute; room for a busy machine.
+    assert.ok(ms >= 280 && ms < 15_000, `200 clients took ${ms} ms, expected about 300`);
   } finally {
     await server.stop();
     await poems.cleanup();
