@@ -74,7 +74,7 @@ Linux only; it takes several minutes and the whole machine.
 
 Options:
   --json FILE      also write the results to FILE as JSON
-  --only NAME      only the scenarios whose name contains NAME
+  --only NAME      only the scenarios whose name contains NAME (repeatable)
   --repeat N       run each N times and report the median (default: 3)
   --compare DIR    also run the poetry checked out in DIR (a git worktree)
   --workers N      also run poetry with --workers N on CPUs 0-1
@@ -90,7 +90,7 @@ function parseCommandLine(args: string[]) {
       args,
       options: {
         json: { type: "string" },
-        only: { type: "string" },
+        only: { type: "string", multiple: true },
         repeat: { type: "string", default: "3" },
         compare: { type: "string" },
         workers: { type: "string" },
@@ -248,7 +248,7 @@ async function main(): Promise<void> {
     ];
     const results: Result[] = [];
     for (const scenario of scenarios) {
-      if (flags.only && !scenario.name.includes(flags.only)) continue;
+      if (flags.only && !flags.only.some((only) => scenario.name.includes(only))) continue;
       if (scenario.skip) {
         console.error(`  ${scenario.name}: skipped, ${scenario.skip}`);
         continue;
@@ -471,13 +471,22 @@ async function startupMs(poem: string, dir: string): Promise<Startup> {
 
 function cpuTicks(pid: number): number {
   // Fields after the parenthesised command name; utime and stime are 14 and 15.
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  let stat: string;
+  try {
+    stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  } catch {
+    return NaN; // the server died
+  }
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return Number(fields[11]) + Number(fields[12]);
 }
 
 function rssKiB(pid: number): number {
-  return Number(/VmRSS:\s+(\d+)/.exec(Deno.readTextFileSync(`/proc/${pid}/status`))?.[1] ?? 0);
+  try {
+    return Number(/VmRSS:\s+(\d+)/.exec(Deno.readTextFileSync(`/proc/${pid}/status`))?.[1] ?? 0);
+  } catch {
+    return 0; // the server died (a reference without an EMFILE guard): its run shows the errors
+  }
 }
 
 /** Resets VmHWM to the current RSS (`clear_refs` value 5, Linux 4.0+). */
@@ -490,8 +499,12 @@ function resetPeak(pid: number): void {
 }
 
 function hwmKiB(pid: number): number | undefined {
-  const hwm = /VmHWM:\s+(\d+)/.exec(Deno.readTextFileSync(`/proc/${pid}/status`))?.[1];
-  return hwm ? Number(hwm) : undefined;
+  try {
+    const hwm = /VmHWM:\s+(\d+)/.exec(Deno.readTextFileSync(`/proc/${pid}/status`))?.[1];
+    return hwm ? Number(hwm) : undefined;
+  } catch {
+    return undefined; // the server died
+  }
 }
 
 function summary(r: Result): string {
