@@ -15,9 +15,9 @@
 
 import { getLogger } from "@logtape/logtape";
 import { formatAddress } from "../base/address.ts";
-import { StartupError, UsageError } from "../base/errors.ts";
 import { VERSION } from "../base/version.ts";
 import { HttpServer } from "../observe/http_server.ts";
+import { explainListenError } from "../observe/listen_error.ts";
 import type { PoetryServer } from "../server/server.ts";
 import { ApiError } from "./api_error.ts";
 import { isLoopback } from "./addresses.ts";
@@ -95,7 +95,11 @@ export class ControlEndpoint {
         log,
       );
     } catch (err) {
-      throw explainListenError(err, options);
+      throw explainListenError(err, "control", options, {
+        inUse: "stop the other server (a Toxiproxy?), or choose another port for --control",
+        notAvailable: "use a loopback address, e.g. --control 127.0.0.1:8474",
+        allowNet: options.hostname,
+      });
     }
     log.info("Control endpoint (Toxiproxy API) on http://{address}/ ({count} proxies).", {
       address: formatAddress(http.addr),
@@ -272,28 +276,4 @@ function parseBody(text: string | undefined): unknown {
   } catch (err) {
     throw ApiError.badBody(err instanceof Error ? err.message : String(err));
   }
-}
-
-function explainListenError(err: unknown, options: ControlOptions): Error {
-  const where = formatAddress({ transport: "tcp", hostname: options.hostname, port: options.port });
-  if (err instanceof Deno.errors.AddrInUse) {
-    return new StartupError(
-      `cannot serve the control endpoint: ${where} is already in use`,
-      "stop the other server (a Toxiproxy?), or choose another port for --control",
-    );
-  }
-  if (err instanceof Deno.errors.AddrNotAvailable) {
-    return new StartupError(
-      `cannot serve the control endpoint on ${options.hostname}: not an address of this machine`,
-      "use a loopback address, e.g. --control 127.0.0.1:8474",
-    );
-  }
-  if (err instanceof Deno.errors.NotCapable) {
-    return new UsageError(
-      `no permission to listen on ${where} for the control endpoint`,
-      `run again with --allow-net covering it, e.g. --allow-net=${options.hostname}`,
-    );
-  }
-  const message = err instanceof Error ? err.message : String(err);
-  return new StartupError(`cannot serve the control endpoint on ${where}: ${message}`);
 }

@@ -11,9 +11,9 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { StartupError, UsageError } from "../base/errors.ts";
 import { formatAddress } from "../base/address.ts";
 import { HttpServer } from "./http_server.ts";
+import { explainListenError } from "./listen_error.ts";
 import { exposition, EXPOSITION_CONTENT_TYPE, type MetricFamily } from "./exposition.ts";
 import type { PoetryMetrics } from "./metrics.ts";
 import type { PoetryServer } from "../server/server.ts";
@@ -138,7 +138,11 @@ export class AdminEndpoint {
     try {
       http = HttpServer.listen({ ...options, who: "Admin endpoint" }, handler, log);
     } catch (err) {
-      throw explainListenError(err, options);
+      throw explainListenError(err, "admin", options, {
+        inUse: "choose another port for --admin",
+        notAvailable: "use one of this machine's addresses, e.g. --admin 127.0.0.1:9100",
+        allowNet: [...new Set([options.iface ?? "localhost", options.hostname])].join(","),
+      });
     }
     const endpoint = new AdminEndpoint(http, options.metrics);
     log.info("Admin endpoint on http://{address}/ (metrics at /metrics, health at /healthz).", {
@@ -208,29 +212,4 @@ function httpFamilies(http: HttpServer): MetricFamily[] {
       samples: [{ value: http.overCap }],
     },
   ];
-}
-
-function explainListenError(err: unknown, options: AdminOptions): Error {
-  const where = formatAddress({ transport: "tcp", hostname: options.hostname, port: options.port });
-  if (err instanceof Deno.errors.AddrInUse) {
-    return new StartupError(
-      `cannot serve the admin endpoint: ${where} is already in use`,
-      "choose another port for --admin",
-    );
-  }
-  if (err instanceof Deno.errors.AddrNotAvailable) {
-    return new StartupError(
-      `cannot serve the admin endpoint on ${options.hostname}: not an address of this machine`,
-      "use one of this machine's addresses, e.g. --admin 127.0.0.1:9100",
-    );
-  }
-  if (err instanceof Deno.errors.NotCapable) {
-    const hosts = [...new Set([options.iface ?? "localhost", options.hostname])].join(",");
-    return new UsageError(
-      `no permission to listen on ${where} for the admin endpoint`,
-      `run again with --allow-net covering it, e.g. --allow-net=${hosts}`,
-    );
-  }
-  const message = err instanceof Error ? err.message : String(err);
-  return new StartupError(`cannot serve the admin endpoint on ${where}: ${message}`);
 }
